@@ -1,0 +1,269 @@
+"""Syntax of every structure in a .nnlc bitstream, declared once and used by reader and writer.
+
+Each structure is a list of `Field`s. `write_fields` turns a dict of values into bytes and
+`read_fields` does the reverse, checking every length and count against the bytes that remain and
+against the limit the field declares before anything is allocated. `docs/bitstream.md` embeds the
+table printed by `python -m nnlc.bitstream.syntax` (a test keeps the two in sync).
+
+Element types (all multi-byte integers little-endian):
+  u8, u16, u32          unsigned fixed-width integers
+  f32                   IEEE-754 binary32
+  varint                unsigned LEB128, at most 10 bytes, value <= the field's limit
+  svarint               zigzag-mapped signed LEB128 (0, -1, 1, -2, ... -> 0, 1, 2, 3, ...)
+  str                   varint byte length (<= limit), then UTF-8 bytes
+  bytes                 varint byte length (<= limit), then the bytes
+  varints               varint count (<= limit), then that many varints
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import struct
+from collections.abc import Mapping
+from typing import Any
+
+from nnlc.errors import BitstreamError
+
+MAGIC = b"NNLC"
+FORMAT_VERSION = (1, 0)  # (major, minor): readers reject another major version
+
+_MAX_VARINT_BYTES = 10
+U64_MAX = (1 << 64) - 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Field:
+    name: str
+    kind: str
+    meaning: str
+    limit: int = U64_MAX  # max value (varint), max length (str, bytes) or max count (varints)
+
+
+# Limits (documented in docs/bitstream.md, "Limits").
+MAX_NAME_BYTES = 4096
+MAX_RANK = 16
+MAX_TABLE_SIZE = 1 << 16
+MAX_UNIT_BYTES = (1 << 40)
+
+SYNTAX: dict[str, list[Field]] = {
+    "file_header": [
+        Field("magic", "u32", "the bytes 'NNLC'"),
+        Field("version_major", "u8", "format major version; readers reject others"),
+        Field("version_minor", "u8", "format minor version; additions readers may ignore"),
+    ],
+    "unit_header": [
+        Field("unit_type", "u8", "1 model header, 2 topology, 3 tensor, 4 end"),
+        Field("payload_length", "varint", "bytes of payload that follow", MAX_UNIT_BYTES),
+    ],
+    "unit_trailer": [
+        Field("crc32", "u32", "CRC-32 (zlib) of unit_type, payload_length and payload bytes"),
+    ],
+    "model_header": [
+        Field("flags", "u8", "bit 0: a topology unit follows; other bits 0"),
+        Field("tensor_count", "varint", "number of tensor units", 1 << 24),
+        Field("producer", "str", "free text naming the encoder and its settings", 1024),
+    ],
+    "topology": [
+        Field("codec", "u8", "1: xz/LZMA2 (Python lzma, FORMAT_XZ)"),
+        Field("raw_length", "varint", "length of the ONNX ModelProto after decompression", 1 << 31),
+        Field("data", "bytes", "compressed ONNX ModelProto with the coded tensors' data removed", 1 << 31),
+    ],
+    "tensor": [
+        Field("graph_path", "str", "'' for the main graph, else e.g. 'If_0/then_branch'", MAX_NAME_BYTES),
+        Field("onnx_name", "str", "initializer name, or output name of the Constant node", MAX_NAME_BYTES),
+        Field("storage", "u8", "0 initializer, 1 Constant value, 2 Constant value_float, 3 Constant value_floats"),
+        Field("role", "u8", "index into ROLES (conv_kernel, depthwise_kernel, dense, ...); informative"),
+        Field("data_type", "u8", "ONNX TensorProto data type of the tensor"),
+        Field("shape", "varints", "dimensions", MAX_RANK),
+        Field("mode", "u8", "0 raw (lossless bytes), 1 quantized, 2 integer (lossless, entropy coded)"),
+        Field("body", "bytes", "a tensor_raw, tensor_quantized or tensor_integer structure", MAX_UNIT_BYTES),
+    ],
+    "tensor_raw": [
+        Field("compression", "u8", "0 none, 1 zlib"),
+        Field("data", "bytes", "little-endian element bytes in data_type (bool: 1 byte)", MAX_UNIT_BYTES),
+    ],
+    "tensor_quantized": [
+        Field("step", "f32", "quantization step; weight = float32(q) * step in float32"),
+        Field("symbols", "symbols", "the integers q (structure `symbols`)"),
+    ],
+    "tensor_integer": [
+        Field("symbols", "symbols", "the tensor's integer values (structure `symbols`)"),
+    ],
+    "symbols": [
+        Field("exact_log2", "u8", "magnitudes below 2**exact_log2 are their own bin", 62),
+        Field("mantissa_bits", "u8", "bins per octave above that: 2**mantissa_bits", 62),
+        Field("precision", "u8", "table frequencies sum to 2**precision", 16),
+        Field("first_bin", "svarint", "signed bin of the first table entry"),
+        Field("frequencies", "varints", "frequency of each bin first_bin, first_bin+1, ...", MAX_TABLE_SIZE),
+        Field("escape_frequency", "varint", "frequency of the escape symbol (0: no escape)", 1 << 16),
+        Field("ans_words", "bytes", "constriction AnsCoder compressed words (uint32 little-endian)", MAX_UNIT_BYTES),
+        Field("escapes", "bytes", "signed bins of escaped symbols as svarints, in symbol order", MAX_UNIT_BYTES),
+        Field("raw_bits", "bytes", "low bits of large magnitudes, most significant first", MAX_UNIT_BYTES),
+    ],
+}
+
+
+class Writer:
+    """Appends syntax elements to a bytearray."""
+
+    def __init__(self) -> None:
+        self.buffer = bytearray()
+
+    def varint(self, value: int) -> None:
+        if value < 0:
+            raise ValueError(f"varint cannot hold {value}")
+        while True:
+            byte = value & 0x7F
+            value >>= 7
+            if value:
+                self.buffer.append(byte | 0x80)
+            else:
+                self.buffer.append(byte)
+                return
+
+    def element(self, field: Field, value: Any) -> None:
+        kind = field.kind
+        if kind == "u8":
+            self.buffer += struct.pack("<B", value)
+        elif kind == "u16":
+            self.buffer += struct.pack("<H", value)
+        elif kind == "u32":
+            self.buffer += struct.pack("<I", value)
+        elif kind == "f32":
+            self.buffer += struct.pack("<f", value)
+        elif kind == "varint":
+            self._check_limit(field, value)
+            self.varint(value)
+        elif kind == "svarint":
+            self.varint(2 * value if value >= 0 else -2 * value - 1)
+        elif kind in ("str", "bytes"):
+            data = value.encode("utf-8") if kind == "str" else bytes(value)
+            self._check_limit(field, len(data))
+            self.varint(len(data))
+            self.buffer += data
+        elif kind == "varints":
+            values = [int(v) for v in value]
+            self._check_limit(field, len(values))
+            self.varint(len(values))
+            for v in values:
+                self.varint(v)
+        elif kind in SYNTAX:
+            self.buffer += write_fields(kind, value)
+        else:
+            raise ValueError(f"unknown element type {kind}")
+
+    @staticmethod
+    def _check_limit(field: Field, value: int) -> None:
+        if value > field.limit:
+            raise ValueError(f"{field.name}: {value} exceeds the format limit {field.limit}")
+
+
+class Reader:
+    """Reads syntax elements from bytes; every failure is a BitstreamError naming the field."""
+
+    def __init__(self, data: bytes | memoryview, position: int = 0, end: int | None = None) -> None:
+        self.data = memoryview(data)
+        self.position = position
+        self.end = len(self.data) if end is None else end
+
+    @property
+    def remaining(self) -> int:
+        return self.end - self.position
+
+    def take(self, count: int, what: str) -> memoryview:
+        if count < 0 or count > self.remaining:
+            raise BitstreamError(f"{what}: needs {count} bytes, only {self.remaining} remain")
+        chunk = self.data[self.position:self.position + count]
+        self.position += count
+        return chunk
+
+    def varint(self, what: str) -> int:
+        value = 0
+        for index in range(_MAX_VARINT_BYTES):
+            byte = self.take(1, what)[0]
+            value |= (byte & 0x7F) << (7 * index)
+            if not byte & 0x80:
+                if value > U64_MAX:
+                    break
+                return value
+        raise BitstreamError(f"{what}: malformed varint")
+
+    def element(self, field: Field) -> Any:
+        kind, what = field.kind, field.name
+        if kind == "u8":
+            return self.take(1, what)[0]
+        if kind == "u16":
+            return struct.unpack("<H", self.take(2, what))[0]
+        if kind == "u32":
+            return struct.unpack("<I", self.take(4, what))[0]
+        if kind == "f32":
+            return struct.unpack("<f", self.take(4, what))[0]
+        if kind == "varint":
+            return self._limited(field, self.varint(what))
+        if kind == "svarint":
+            raw = self.varint(what)
+            return raw >> 1 if raw % 2 == 0 else -(raw >> 1) - 1
+        if kind == "str":
+            length = self._limited(field, self.varint(what))
+            try:
+                return bytes(self.take(length, what)).decode("utf-8")
+            except UnicodeDecodeError:
+                raise BitstreamError(f"{what}: not UTF-8") from None
+        if kind == "bytes":
+            length = self._limited(field, self.varint(what))
+            return self.take(length, what)
+        if kind == "varints":
+            count = self._limited(field, self.varint(what))
+            if count > self.remaining:  # each varint takes at least one byte
+                raise BitstreamError(f"{what}: {count} values cannot fit in {self.remaining} bytes")
+            return [self.varint(what) for _ in range(count)]
+        if kind in SYNTAX:
+            values, self.position = read_fields(kind, self.data, self.position, self.end)
+            return values
+        raise BitstreamError(f"unknown element type {kind}")
+
+    @staticmethod
+    def _limited(field: Field, value: int) -> int:
+        if value > field.limit:
+            raise BitstreamError(f"{field.name}: {value} exceeds the format limit {field.limit}")
+        return value
+
+
+def write_fields(structure: str, values: Mapping[str, Any]) -> bytes:
+    """Serialises `values` (one entry per field of `structure`) in the declared order."""
+    writer = Writer()
+    for field in SYNTAX[structure]:
+        writer.element(field, values[field.name])
+    return bytes(writer.buffer)
+
+
+def read_fields(structure: str, data: bytes | memoryview, position: int = 0,
+                end: int | None = None) -> tuple[dict[str, Any], int]:
+    """Parses `structure` at `position`; returns the values and the position after them."""
+    reader = Reader(data, position, end)
+    values = {field.name: reader.element(field) for field in SYNTAX[structure]}
+    return values, reader.position
+
+
+def read_exact(structure: str, data: bytes | memoryview) -> dict[str, Any]:
+    """Parses `structure` from `data`, which must hold nothing else."""
+    values, position = read_fields(structure, data)
+    if position != len(data):
+        raise BitstreamError(f"{structure}: {len(data) - position} unexpected trailing bytes")
+    return values
+
+
+def markdown_table() -> str:
+    """The syntax as markdown tables (embedded in docs/bitstream.md)."""
+    lines = []
+    for structure, fields in SYNTAX.items():
+        lines += [f"### `{structure}`", "", "| field | type | limit | meaning |", "|---|---|---|---|"]
+        for field in fields:
+            limit = "" if field.limit == U64_MAX else str(field.limit)
+            lines.append(f"| `{field.name}` | {field.kind} | {limit} | {field.meaning} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

@@ -1,0 +1,247 @@
+"""Entropy coding of integer arrays: binning + integer table + constriction ANS + escapes + raw bits.
+
+`encode_symbols` picks the binning and table precision that minimise the total size (table side
+information included) and returns the fields of the bitstream's `symbols` structure;
+`decode_symbols` inverts it. Decoding is vectorised: one constriction call per tensor.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+
+import constriction
+import numpy as np
+
+from nnlc.coding.binning import Binning, from_bins, pack_bits, raw_bit_counts, to_bins, unpack_bits
+from nnlc.coding.tables import Table, ideal_bits, table_from_counts
+
+PRECISIONS = (16, 14, 12, 10, 8)
+MANTISSA_BITS = (1, 2, 3, 4, 5)
+# Decoding a symbol that carries raw bits costs about as much time as decoding the symbol itself:
+# the plan charges this many bits per such symbol, so large tensors prefer exact (wider) tables.
+RAW_SYMBOL_PENALTY_BITS = 0.02
+
+
+def _varint_length(values: np.ndarray) -> int:
+    """Bytes that LEB128 needs for each value, summed."""
+    values = np.maximum(np.asarray(values, dtype=np.int64), 1)
+    return int(np.sum((np.floor(np.log2(values)).astype(np.int64) // 7) + 1))
+
+
+def _zigzag(values: np.ndarray) -> np.ndarray:
+    values = np.asarray(values, dtype=np.int64)
+    return np.where(values >= 0, 2 * values, -2 * values - 1)
+
+
+def _unzigzag(values: np.ndarray) -> np.ndarray:
+    values = np.asarray(values, dtype=np.int64)
+    return np.where(values % 2 == 0, values >> 1, -(values >> 1) - 1)
+
+
+@dataclasses.dataclass
+class CodingPlan:
+    """The chosen binning and table, with the size estimate that chose them."""
+
+    binning: Binning
+    table: Table
+    estimated_bits: float
+    table_bits: int
+    payload_bits: float
+
+
+def _binned_histogram(unique_values: np.ndarray, counts: np.ndarray, binning: Binning):
+    bins, _, nbits = to_bins(unique_values, binning)
+    bin_values, inverse = np.unique(bins, return_inverse=True)
+    bin_counts = np.bincount(inverse, weights=counts).astype(np.int64)
+    raw_bits = int(np.sum(counts * nbits))
+    raw_symbols = int(np.sum(counts[nbits > 0]))
+    return bin_values, bin_counts, raw_bits, raw_symbols
+
+
+def plan_coding(values: np.ndarray) -> CodingPlan:
+    """Searches binnings and precisions for the smallest size of `values` (ideal code length)."""
+    unique_values, counts = np.unique(np.asarray(values, dtype=np.int64), return_counts=True)
+    max_magnitude = int(np.max(np.abs(unique_values))) if unique_values.size else 0
+    top = max(1, max_magnitude.bit_length())
+    best: CodingPlan | None = None
+    candidates = [(m, e) for m in MANTISSA_BITS for e in range(m, max(m, top) + 1)]
+    if not candidates or max_magnitude < 2:
+        candidates = [(0, max(1, top))]
+    for mantissa_bits, exact_log2 in candidates:
+        binning = Binning(exact_log2, mantissa_bits)
+        bin_values, bin_counts, raw_bits, raw_symbols = _binned_histogram(unique_values, counts, binning)
+        first, last = int(bin_values[0]), int(bin_values[-1])
+        if last - first + 1 > 1 << 16:
+            continue
+        dense_counts = np.zeros(last - first + 1, dtype=np.int64)
+        dense_counts[bin_values - first] = bin_counts
+        for precision in PRECISIONS:
+            if np.count_nonzero(dense_counts) > 1 << precision:
+                break
+            table = table_from_counts(first, dense_counts, precision)
+            payload = ideal_bits(table, dense_counts) + raw_bits
+            table_bits = 8 * (_varint_length(table.frequencies) + 4)
+            total = payload + table_bits + RAW_SYMBOL_PENALTY_BITS * raw_symbols
+            if best is None or total < best.estimated_bits:
+                best = CodingPlan(binning, table, total, table_bits, payload)
+    assert best is not None
+    return best
+
+
+def encode_symbols(values: np.ndarray, plan: CodingPlan | None = None) -> dict:
+    """Fields of the `symbols` structure coding the integer array `values` (flattened, C order)."""
+    values = np.asarray(values, dtype=np.int64).ravel()
+    if plan is None:
+        plan = plan_coding(values)
+    table = plan.table
+    bins, offsets, nbits = to_bins(values, plan.binning)
+    index = bins - table.first
+    size = len(table.frequencies)
+    outside = (index < 0) | (index >= size)
+    if np.any(outside) and table.escape_frequency == 0:
+        raise ValueError("symbols outside the table and no escape symbol")
+    if np.any(outside):
+        index = np.where(outside, size, index)
+    inside = ~outside
+    if np.any(table.frequencies[index[inside]] == 0):
+        raise ValueError("a symbol has zero frequency in the table")
+    words = b""
+    if values.size:
+        coder = constriction.stream.stack.AnsCoder()
+        model = constriction.stream.model.Categorical(table.probabilities(), perfect=False)
+        coder.encode_reverse(index.astype(np.int32), model)
+        words = coder.get_compressed().astype("<u4").tobytes()
+    escapes = b""
+    if np.any(outside):
+        from nnlc.bitstream.syntax import Writer  # local: keeps coding free of format imports
+
+        writer = Writer()
+        for value in _zigzag(bins[outside]):
+            writer.varint(int(value))
+        escapes = bytes(writer.buffer)
+    return {
+        "exact_log2": plan.binning.exact_log2,
+        "mantissa_bits": plan.binning.mantissa_bits,
+        "precision": table.precision,
+        "first_bin": table.first,
+        "frequencies": table.frequencies.tolist(),
+        "escape_frequency": table.escape_frequency,
+        "ans_words": words,
+        "escapes": escapes,
+        "raw_bits": pack_bits(offsets, nbits),
+    }
+
+
+def table_of(fields: dict) -> Table:
+    """The integer table stored in a `symbols` structure (raises ValueError if invalid)."""
+    return Table(fields["precision"], fields["first_bin"], np.asarray(fields["frequencies"], dtype=np.int64),
+                 fields["escape_frequency"])
+
+
+def _decode_varints(data: bytes, count: int) -> np.ndarray:
+    values = np.zeros(count, dtype=np.int64)
+    position = 0
+    for item in range(count):
+        value, shift = 0, 0
+        while True:
+            if position >= len(data) or shift > 63:
+                raise ValueError("escapes: truncated or malformed varint")
+            byte = data[position]
+            position += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                break
+        if value >= 1 << 63:
+            raise ValueError("escapes: value too large")
+        values[item] = value
+    if position != len(data):
+        raise ValueError("escapes: unexpected trailing bytes")
+    return values
+
+
+def _decode_table_indices(fields: dict, count: int) -> tuple[Binning, Table, np.ndarray]:
+    binning = Binning(fields["exact_log2"], fields["mantissa_bits"])
+    table = table_of(fields)
+    words = bytes(fields["ans_words"])
+    if len(words) % 4:
+        raise ValueError("ans_words: length is not a multiple of 4")
+    if table.alphabet_size == 0:
+        raise ValueError("empty table")
+    size = len(table.frequencies)
+    if max(abs(table.first), abs(table.first + size - 1)) > binning.max_bin:
+        raise ValueError("table bins outside the binning's range")
+    coder = constriction.stream.stack.AnsCoder(np.frombuffer(words, dtype="<u4").astype(np.uint32))
+    model = constriction.stream.model.Categorical(table.probabilities(), perfect=False)
+    return binning, table, coder.decode(model, count)
+
+
+def _table_lookups(binning: Binning, table: Table) -> tuple[np.ndarray, np.ndarray]:
+    """Value with zero offset and raw bit count of every table bin (the escape slot last, as 0)."""
+    table_bins = np.arange(table.first, table.first + len(table.frequencies) + 1, dtype=np.int64)
+    table_bins[-1] = 0
+    return from_bins(table_bins, np.zeros_like(table_bins), binning), raw_bit_counts(table_bins, binning)
+
+
+def decode_symbols(fields: dict, count: int) -> np.ndarray:
+    """Decodes `count` integers from a `symbols` structure. Raises ValueError on inconsistent data."""
+    if count == 0:
+        return np.zeros(0, dtype=np.int64)
+    binning, table, index = _decode_table_indices(fields, count)
+    size = len(table.frequencies)
+    base_lut, nbits_lut = _table_lookups(binning, table)
+    values = base_lut[index]
+    escaped = np.flatnonzero(index == size) if table.escape_frequency else np.zeros(0, dtype=np.int64)
+    has_raw_bits = bool(np.any(nbits_lut))
+    if escaped.size:
+        escaped_bins = _unzigzag(_decode_varints(bytes(fields["escapes"]), escaped.size))
+        if np.any(np.abs(escaped_bins) > binning.max_bin):
+            raise ValueError("escaped bin outside the binning's range")
+        values[escaped] = from_bins(escaped_bins, np.zeros_like(escaped_bins), binning)
+        escaped_nbits = raw_bit_counts(escaped_bins, binning)
+        has_raw_bits = has_raw_bits or bool(np.any(escaped_nbits))
+    elif len(fields["escapes"]):
+        raise ValueError("escapes: present but no escape symbol decoded")
+    if has_raw_bits:
+        nbits = nbits_lut.astype(np.uint8)[index]
+        if escaped.size:
+            nbits[escaped] = escaped_nbits
+        offsets = unpack_bits(bytes(fields["raw_bits"]), nbits)
+        negative = values >> 63  # -1 where the value is negative, else 0
+        offsets ^= negative
+        offsets -= negative
+        values += offsets
+    elif len(fields["raw_bits"]):
+        raise ValueError("raw_bits: present but no symbol has raw bits")
+    return values
+
+
+def decode_dequantized(fields: dict, count: int, step: np.float32, max_magnitude: int) -> np.ndarray:
+    """float32(q) * step for the integers q of a `symbols` structure, without materialising q
+    when no symbol needs raw bits or escapes (one table lookup per symbol)."""
+    if count == 0:
+        return np.zeros(0, dtype=np.float32)
+    if fields["escape_frequency"] == 0 and not len(fields["raw_bits"]):
+        binning, table, index = _decode_table_indices(fields, count)
+        base_lut, nbits_lut = _table_lookups(binning, table)
+        if not np.any(nbits_lut):
+            if np.max(np.abs(base_lut)) > max_magnitude:
+                raise ValueError(f"quantized value beyond {max_magnitude}")
+            return (base_lut.astype(np.float32) * np.float32(step))[index]
+    symbols = decode_symbols(fields, count)
+    if symbols.size and np.max(np.abs(symbols)) > max_magnitude:
+        raise ValueError(f"quantized value beyond {max_magnitude}")
+    return symbols.astype(np.float32) * np.float32(step)
+
+
+def ideal_code_bits(fields: dict, values: np.ndarray) -> float:
+    """Ideal code length (bits) of `values` under the table and binning stored in `fields`."""
+    binning = Binning(fields["exact_log2"], fields["mantissa_bits"])
+    table = table_of(fields)
+    bins, _, nbits = to_bins(np.asarray(values, dtype=np.int64).ravel(), binning)
+    index = bins - table.first
+    outside = (index < 0) | (index >= len(table.frequencies))
+    counts = np.bincount(index[~outside], minlength=len(table.frequencies))
+    return ideal_bits(table, counts, int(outside.sum())) + float(nbits.sum())

@@ -1,0 +1,257 @@
+"""Parsing and decoding of .nnlc units into numpy arrays and an ONNX model (see docs/bitstream.md)."""
+
+from __future__ import annotations
+
+import dataclasses
+import lzma
+import struct
+import zlib
+from typing import Any
+
+import numpy as np
+import onnx
+from google.protobuf.message import DecodeError
+
+from nnlc import onnx_io
+from nnlc.bitstream.container import UnitType, iter_units
+from nnlc.bitstream.syntax import read_exact
+from nnlc.coding.symbols import decode_dequantized, decode_symbols
+from nnlc.errors import BitstreamError
+from nnlc.quantization import MAX_QUANTIZED_MAGNITUDE, dequantize
+
+RAW, QUANTIZED, INTEGER = 0, 1, 2
+MODE_NAMES = {RAW: "raw", QUANTIZED: "quantized", INTEGER: "integer"}
+FLAG_TOPOLOGY = 1
+_NUMPY_TYPES = {**onnx_io.FLOAT_TYPES, **onnx_io.INTEGER_TYPES}
+# Errors that malformed content can provoke in parsing libraries; all become BitstreamError.
+_DATA_ERRORS = (ValueError, IndexError, KeyError, OverflowError, TypeError, struct.error, lzma.LZMAError,
+                zlib.error, DecodeError, RuntimeError, UnicodeDecodeError)
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    """Caps checked before allocating (docs/bitstream.md, "Limits")."""
+
+    max_tensor_elements: int = 1 << 30
+    max_total_bytes: int = 1 << 34
+    max_topology_bytes: int = 1 << 31
+    max_units: int = 1 << 24
+
+
+@dataclasses.dataclass
+class TensorUnit:
+    """A parsed (not yet decoded) tensor unit."""
+
+    graph_path: str
+    onnx_name: str
+    storage: int
+    role: str
+    data_type: int
+    shape: tuple[int, ...]
+    mode: int
+    body: memoryview
+    unit_bytes: int = 0
+
+    @property
+    def name(self) -> str:
+        return f"{self.graph_path}/{self.onnx_name}" if self.graph_path else self.onnx_name
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) if self.shape else 1
+
+    @property
+    def dtype(self) -> np.dtype:
+        name = _NUMPY_TYPES[self.data_type]
+        if name == "bfloat16":
+            return np.dtype(np.float32)  # decoded as float32, written back as bfloat16
+        return np.dtype(name)
+
+
+def parse_tensor_unit(payload: bytes | memoryview, limits: Limits = Limits()) -> TensorUnit:
+    """Parses a tensor unit's fields and checks them against the format and `limits`."""
+    fields = read_exact("tensor", payload)
+    if fields["storage"] not in onnx_io.STORAGE_KINDS:
+        raise BitstreamError(f"tensor {fields['onnx_name']!r}: unknown storage {fields['storage']}")
+    if fields["data_type"] not in _NUMPY_TYPES:
+        raise BitstreamError(f"tensor {fields['onnx_name']!r}: unsupported data type {fields['data_type']}")
+    if fields["mode"] not in MODE_NAMES:
+        raise BitstreamError(f"tensor {fields['onnx_name']!r}: unknown mode {fields['mode']}")
+    shape = tuple(fields["shape"])
+    size = 1
+    for dimension in shape:
+        size *= dimension
+        if size > limits.max_tensor_elements:
+            raise BitstreamError(f"tensor {fields['onnx_name']!r}: more than {limits.max_tensor_elements} elements")
+    role = onnx_io.ROLES[fields["role"]] if fields["role"] < len(onnx_io.ROLES) else "other"
+    return TensorUnit(fields["graph_path"], fields["onnx_name"], fields["storage"], role, fields["data_type"],
+                      shape, fields["mode"], fields["body"], len(payload))
+
+
+def _decode_raw(unit: TensorUnit) -> np.ndarray:
+    fields = read_exact("tensor_raw", unit.body)
+    dtype = np.dtype(_NUMPY_TYPES[unit.data_type]) if unit.data_type != onnx.TensorProto.BFLOAT16 else None
+    if dtype is None:  # bfloat16: stored as float32 bytes
+        dtype = np.dtype(np.float32)
+    expected = unit.size * dtype.itemsize
+    data = bytes(fields["data"])
+    if fields["compression"] == 1:
+        decompressor = zlib.decompressobj()
+        data = decompressor.decompress(data, expected + 1)
+        if not decompressor.eof or decompressor.unconsumed_tail:
+            raise BitstreamError(f"tensor {unit.name!r}: raw data does not inflate to {expected} bytes")
+    elif fields["compression"] != 0:
+        raise BitstreamError(f"tensor {unit.name!r}: unknown compression {fields['compression']}")
+    if len(data) != expected:
+        raise BitstreamError(f"tensor {unit.name!r}: raw data holds {len(data)} bytes, expected {expected}")
+    return np.frombuffer(data, dtype=dtype.newbyteorder("<")).astype(dtype).reshape(unit.shape)
+
+
+def decode_tensor(unit: TensorUnit, want_symbols: bool = False) -> tuple[np.ndarray, np.ndarray | None, float | None]:
+    """(values, integer symbols or None, step or None) of a parsed tensor unit.
+
+    Symbols of quantized tensors are returned only with `want_symbols` (the fast path skips them).
+    """
+    if unit.mode == RAW:
+        return _decode_raw(unit), None, None
+    structure = "tensor_quantized" if unit.mode == QUANTIZED else "tensor_integer"
+    fields = read_exact(structure, unit.body)
+    if unit.mode == INTEGER:
+        symbols = decode_symbols(fields["symbols"], unit.size).reshape(unit.shape)
+        info = np.iinfo(unit.dtype) if unit.dtype.kind in "iu" else None
+        if info is None or symbols.size and (symbols.min() < info.min or symbols.max() > info.max):
+            raise BitstreamError(f"tensor {unit.name!r}: integer values outside {unit.dtype}")
+        return symbols.astype(unit.dtype), symbols, None
+    step = np.float32(fields["step"])
+    if not np.isfinite(step) or step <= 0:
+        raise BitstreamError(f"tensor {unit.name!r}: invalid step {step}")
+    symbols = None
+    if want_symbols:
+        symbols = decode_symbols(fields["symbols"], unit.size).reshape(unit.shape)
+        if symbols.size and np.max(np.abs(symbols)) > MAX_QUANTIZED_MAGNITUDE:
+            raise BitstreamError(f"tensor {unit.name!r}: quantized value beyond 2**23")
+        values = dequantize(symbols, step)
+    else:
+        values = decode_dequantized(fields["symbols"], unit.size, step, MAX_QUANTIZED_MAGNITUDE).reshape(unit.shape)
+    if unit.dtype != np.float32:
+        values = values.astype(unit.dtype)
+    return values, symbols, float(step)
+
+
+def _wrap(index: int, what: str, function, *args):
+    try:
+        return function(*args)
+    except BitstreamError as error:
+        raise BitstreamError(f"unit {index}: {error}") from None
+    except _DATA_ERRORS as error:
+        raise BitstreamError(f"unit {index}: malformed {what} ({type(error).__name__}: {error})") from None
+
+
+def _read_header(units: list) -> tuple[dict[str, Any], int]:
+    if not units or units[0].type != UnitType.MODEL_HEADER:
+        raise BitstreamError("unit 0: expected the model header unit")
+    return _wrap(0, "model header", read_exact, "model_header", units[0].payload), 1
+
+
+def _decompress_topology(payload: memoryview, limits: Limits) -> onnx.ModelProto:
+    fields = read_exact("topology", payload)
+    if fields["codec"] != 1:
+        raise BitstreamError(f"unknown topology codec {fields['codec']}")
+    if fields["raw_length"] > limits.max_topology_bytes:
+        raise BitstreamError(f"topology of {fields['raw_length']} bytes exceeds the limit {limits.max_topology_bytes}")
+    decompressor = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
+    raw = decompressor.decompress(bytes(fields["data"]), max_length=fields["raw_length"] + 1)
+    if len(raw) != fields["raw_length"] or not decompressor.eof:
+        raise BitstreamError("topology does not decompress to its declared length")
+    model = onnx.ModelProto()
+    model.ParseFromString(raw)
+    return model
+
+
+def _check_slot(model: onnx.ModelProto, unit: TensorUnit, slots: dict) -> None:
+    found = slots.get(unit.name)
+    if found is None:
+        raise BitstreamError(f"tensor {unit.name!r} has no place in the model structure")
+    shape, data_type, storage = found
+    if storage != unit.storage or (storage in (onnx_io.INITIALIZER, onnx_io.CONSTANT_TENSOR) and
+                                   (shape != unit.shape or data_type != unit.data_type)):
+        raise BitstreamError(f"tensor {unit.name!r}: {unit.shape} {unit.data_type} does not match the "
+                             f"model structure's {shape} {data_type}")
+
+
+def _slot_shapes(model: onnx.ModelProto) -> dict:
+    return onnx_io.slot_shapes(model)
+
+
+def decode_bitstream(data: bytes, structure: onnx.ModelProto | None = None, quantized: bool = False,
+                     limits: Limits = Limits(), progress=None) -> onnx.ModelProto:
+    """Decodes a bitstream to an ONNX model.
+
+    The topology comes from the bitstream, or from `structure` (the original model, or any model with
+    the same graph) when the bitstream carries none. With `quantized`, quantized tensors become
+    integer tensors + DequantizeLinear (inference without full reconstruction).
+    """
+    units = list(iter_units(data, limits.max_units))
+    header, position = _read_header(units)
+    if header["flags"] & ~FLAG_TOPOLOGY:
+        raise BitstreamError(f"unit 0: unknown flags {header['flags']:#x}")
+    if header["flags"] & FLAG_TOPOLOGY:
+        if position >= len(units) or units[position].type != UnitType.TOPOLOGY:
+            raise BitstreamError(f"unit {position}: expected the topology unit")
+        model = _wrap(position, "topology", _decompress_topology, units[position].payload, limits)
+        position += 1
+    elif structure is None:
+        raise BitstreamError("the bitstream carries no topology: give the original model as structure (--structure)")
+    else:
+        import copy
+
+        model = copy.deepcopy(structure)
+    tensor_units = units[position:]
+    if len(tensor_units) != header["tensor_count"] or any(u.type != UnitType.TENSOR for u in tensor_units):
+        raise BitstreamError(f"expected {header['tensor_count']} tensor units after the header, found "
+                             f"{sum(u.type == UnitType.TENSOR for u in tensor_units)} among {len(tensor_units)} units")
+    slots = _slot_shapes(model)
+    values: dict[str, np.ndarray] = {}
+    quantized_tensors: dict[str, tuple[np.ndarray, float]] = {}
+    total_bytes = 0
+    for count, unit_frame in enumerate(tensor_units):
+        unit = _wrap(unit_frame.index, "tensor unit", parse_tensor_unit, unit_frame.payload, limits)
+        if unit.name in values:
+            raise BitstreamError(f"unit {unit_frame.index}: tensor {unit.name!r} appears twice")
+        _wrap(unit_frame.index, "tensor unit", _check_slot, model, unit, slots)
+        total_bytes += unit.size * 8
+        if total_bytes > limits.max_total_bytes:
+            raise BitstreamError(f"decoded tensors exceed {limits.max_total_bytes} bytes")
+        array, symbols, step = _wrap(unit_frame.index, "tensor data", decode_tensor, unit, quantized)
+        values[unit.name] = array
+        if quantized and unit.mode == QUANTIZED:
+            quantized_tensors[unit.name] = (symbols, step)
+        if progress is not None:
+            progress(count + 1, len(tensor_units), unit.name)
+    onnx_io.replace_tensors(model, values, in_place=True)
+    if quantized_tensors:
+        from nnlc.decoder.quantized_graph import insert_dequantize_nodes
+
+        insert_dequantize_nodes(model, quantized_tensors)
+    return model
+
+
+def inspect_bitstream(data: bytes, limits: Limits = Limits()) -> dict:
+    """Header facts and one row per tensor (name, shape, role, mode, bytes, bits/param, step), no decoding."""
+    units = list(iter_units(data, limits.max_units))
+    header, _ = _read_header(units)
+    rows = []
+    topology_bytes = 0
+    for unit_frame in units[1:]:
+        if unit_frame.type == UnitType.TOPOLOGY:
+            topology_bytes = len(unit_frame.payload)
+            continue
+        unit = _wrap(unit_frame.index, "tensor unit", parse_tensor_unit, unit_frame.payload, limits)
+        step = None
+        if unit.mode == QUANTIZED:
+            step = _wrap(unit_frame.index, "tensor unit", read_exact, "tensor_quantized", unit.body)["step"]
+        rows.append({"name": unit.name, "shape": list(unit.shape), "role": unit.role, "mode": MODE_NAMES[unit.mode],
+                     "bytes": unit.unit_bytes, "params": unit.size,
+                     "bits_per_param": 8 * unit.unit_bytes / max(1, unit.size), "step": step})
+    return {"producer": header["producer"], "bytes": len(data), "topology_bytes": topology_bytes,
+            "tensor_count": header["tensor_count"], "tensors": rows}

@@ -1,0 +1,223 @@
+"""Post-training (data-free) compression: ONNX model -> .nnlc bitstream.
+
+Every float tensor is quantized uniformly with a step derived from one global quality parameter
+(`quantization.py`) and entropy coded with a table fitted to its values (`coding/symbols.py`).
+Tensors that are not weights (0-d or tiny constants used as exponents, epsilons, clip bounds, shape
+arithmetic, anything holding inf/nan) and tensors the user marks lossless are stored exactly; integer
+initializers are coded losslessly. Learned mode reuses `write_bitstream` with its own symbols.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import lzma
+import re
+import zlib
+from collections.abc import Callable, Iterable, Mapping
+
+import numpy as np
+import onnx
+
+from nnlc import onnx_io, quantization
+from nnlc.bitstream import UnitType, write_container, write_fields
+from nnlc.coding import symbols as symbol_coding
+
+RAW, QUANTIZED, INTEGER = 0, 1, 2
+MODE_NAMES = {RAW: "raw", QUANTIZED: "quantized", INTEGER: "integer"}
+TINY_TENSOR_ELEMENTS = 16  # float tensors this small are stored exactly
+MIN_INTEGER_ELEMENTS = 64
+RAW_IF_SMALLER_ELEMENTS = 1 << 14  # up to this size, store exactly when that is no bigger than quantized  # integer initializers this large are entropy coded (smaller stay in topology)
+FLAG_TOPOLOGY = 1
+PRODUCER = "nnlc 0.1 post-training"
+
+
+@dataclasses.dataclass
+class CodedTensor:
+    """What the encoder decided for one tensor, and the integers it will code."""
+
+    record: onnx_io.TensorRecord
+    mode: int
+    step: np.float32 | None = None
+    symbols: np.ndarray | None = None  # int64, same number of elements as the tensor
+    lossless_reason: str = ""
+
+
+@dataclasses.dataclass
+class EncodeResult:
+    bitstream: bytes
+    rows: list[dict]  # one per tensor: see `_report_row`
+    topology_bytes: int
+    header_bytes: int
+
+    @property
+    def total_bytes(self) -> int:
+        return len(self.bitstream)
+
+
+def lossless_reason(record: onnx_io.TensorRecord, lossless_names: Iterable[str] = ()) -> str:
+    """Why a float tensor must be stored exactly ('' when it may be quantized)."""
+    array = record.array
+    for pattern in lossless_names:
+        if record.name == pattern or re.fullmatch(pattern, record.name):
+            return "marked lossless"
+    if array.ndim == 0:
+        return "0-d constant"
+    if array.size <= TINY_TENSOR_ELEMENTS:
+        return "tiny tensor"
+    if not np.all(np.isfinite(array.astype(np.float64))):
+        return "holds inf or nan"
+    return ""
+
+
+def plan_tensors(model: onnx.ModelProto, qp: int | None = None, nonweight_qp: int = -75,
+                 steps: Mapping[str, float] | None = None, lossless_names: Iterable[str] = ()) -> list[CodedTensor]:
+    """Chooses a mode and step for every tensor: `steps` (by name) overrides the qp-derived step."""
+    lossless_names = list(lossless_names)
+    steps = dict(steps or {})
+    weight_step = quantization.step_from_qp(qp) if qp is not None else None
+    bias_step = quantization.step_from_qp(nonweight_qp)
+    planned = []
+    for record in onnx_io.find_tensors(model, include_integer=True).values():
+        if not record.is_float:
+            if record.array.dtype != np.bool_ and record.array.size >= MIN_INTEGER_ELEMENTS and \
+                    record.array.dtype != np.uint64 and np.all(np.abs(record.array.astype(np.int64)) < 1 << 62):
+                planned.append(CodedTensor(record, INTEGER, symbols=record.array.astype(np.int64).ravel()))
+            continue
+        reason = lossless_reason(record, lossless_names)
+        if reason:
+            planned.append(CodedTensor(record, RAW, lossless_reason=reason))
+            continue
+        step = steps.get(record.name, weight_step if record.array.ndim >= 2 else bias_step)
+        if step is None:
+            raise ValueError("give qp or a step for every tensor")
+        values = record.array.astype(np.float32)
+        step32 = quantization.usable_step(values, step)
+        symbols = quantization.quantize(values, step32)
+        if record.array.size <= RAW_IF_SMALLER_ELEMENTS and \
+                symbol_coding.plan_coding(symbols).estimated_bits >= 8 * record.array.nbytes:
+            planned.append(CodedTensor(record, RAW, lossless_reason="raw is smaller than quantized"))
+            continue
+        planned.append(CodedTensor(record, QUANTIZED, step32, symbols))
+    return planned
+
+
+def _raw_body(array: np.ndarray) -> bytes:
+    data = np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
+    packed = zlib.compress(data, 9)
+    if len(packed) < len(data):
+        return write_fields("tensor_raw", {"compression": 1, "data": packed})
+    return write_fields("tensor_raw", {"compression": 0, "data": data})
+
+
+def _data_type(record: onnx_io.TensorRecord, model_types: Mapping[str, int]) -> int:
+    return model_types[record.name]
+
+
+def _tensor_payload(item: CodedTensor, data_type: int) -> tuple[bytes, dict]:
+    record = item.record
+    if item.mode == RAW:
+        body = _raw_body(record.array)
+        fields = None
+    else:
+        fields = symbol_coding.encode_symbols(item.symbols)
+        structure = "tensor_quantized" if item.mode == QUANTIZED else "tensor_integer"
+        values = {"symbols": fields}
+        if item.mode == QUANTIZED:
+            values["step"] = float(item.step)
+        body = write_fields(structure, values)
+    payload = write_fields("tensor", {
+        "graph_path": record.graph_path, "onnx_name": record.onnx_name, "storage": record.storage,
+        "role": onnx_io.ROLES.index(record.role) if record.role in onnx_io.ROLES else len(onnx_io.ROLES) - 1,
+        "data_type": data_type, "shape": list(record.array.shape), "mode": item.mode, "body": body})
+    return payload, fields
+
+
+def _report_row(item: CodedTensor, payload: bytes, fields: dict | None) -> dict:
+    record = item.record
+    size = max(1, record.array.size)
+    row = {"name": record.name, "shape": list(record.array.shape), "role": record.role,
+           "mode": MODE_NAMES[item.mode], "bytes": len(payload), "bits_per_param": 8 * len(payload) / size,
+           "params": int(record.array.size), "step": float(item.step) if item.step is not None else None}
+    if fields is not None:
+        coded = len(fields["ans_words"]) + len(fields["escapes"]) + len(fields["raw_bits"])
+        row["payload_bytes"] = coded
+        row["ideal_payload_bits"] = symbol_coding.ideal_code_bits(fields, item.symbols)
+        row["side_bytes"] = len(payload) - coded
+    if item.mode == QUANTIZED:
+        error = quantization.dequantize(item.symbols, item.step).reshape(record.array.shape) - record.array.astype(np.float32)
+        row["mse"] = float(np.mean(error.astype(np.float64) ** 2))
+        row["max_abs_error"] = float(np.max(np.abs(error))) if error.size else 0.0
+    elif item.lossless_reason:
+        row["lossless_reason"] = item.lossless_reason
+    return row
+
+
+def _model_data_types(model: onnx.ModelProto, names: Iterable[str]) -> dict[str, int]:
+    shapes = onnx_io.slot_shapes(model)
+    return {name: shapes[name][1] for name in names}
+
+
+def write_bitstream(model: onnx.ModelProto, planned: list[CodedTensor], carry_topology: bool = True,
+                    producer: str = PRODUCER, progress: Callable[[int, int, str], None] | None = None) -> EncodeResult:
+    """Codes the planned tensors (and optionally the stripped topology) into a bitstream."""
+    names = [item.record.name for item in planned]
+    data_types = _model_data_types(model, names)
+    header = write_fields("model_header", {"flags": FLAG_TOPOLOGY if carry_topology else 0,
+                                           "tensor_count": len(planned), "producer": producer})
+    units: list[tuple[int, bytes]] = [(UnitType.MODEL_HEADER, header)]
+    topology_bytes = 0
+    if carry_topology:
+        stripped = onnx_io.strip_tensors(model, set(names)).SerializeToString()
+        compressed = lzma.compress(stripped, format=lzma.FORMAT_XZ, preset=9)
+        topology = write_fields("topology", {"codec": 1, "raw_length": len(stripped), "data": compressed})
+        units.append((UnitType.TOPOLOGY, topology))
+        topology_bytes = len(topology)
+    rows = []
+    for index, item in enumerate(planned):
+        payload, fields = _tensor_payload(item, data_types[item.record.name])
+        units.append((UnitType.TENSOR, payload))
+        rows.append(_report_row(item, payload, fields))
+        if progress is not None:
+            progress(index + 1, len(planned), item.record.name)
+    bitstream = write_container(units)
+    header_bytes = len(bitstream) - sum(len(p) for _, p in units) + len(header)
+    return EncodeResult(bitstream, rows, topology_bytes, header_bytes)
+
+
+def compress_model(model: onnx.ModelProto, qp: int | None = -38, bits_per_param: float | None = None,
+                   nonweight_qp: int = -75, lossless_names: Iterable[str] = (), carry_topology: bool = True,
+                   progress: Callable[[int, int, str], None] | None = None) -> EncodeResult:
+    """Post-training compression at a qp, or at the finest qp whose size meets `bits_per_param`."""
+    if bits_per_param is not None:
+        qp = qp_for_bits_per_param(model, bits_per_param, nonweight_qp, lossless_names)
+    planned = plan_tensors(model, qp, nonweight_qp, lossless_names=lossless_names)
+    producer = f"{PRODUCER} qp={qp} nonweight_qp={nonweight_qp}"
+    return write_bitstream(model, planned, carry_topology, producer, progress)
+
+
+def estimated_bits(planned: list[CodedTensor]) -> float:
+    """Estimated coded size (bits) of the planned tensors, from the coding plans' ideal lengths."""
+    total = 0.0
+    for item in planned:
+        if item.mode == RAW:
+            total += 8 * item.record.array.nbytes
+        else:
+            total += symbol_coding.plan_coding(item.symbols).estimated_bits
+    return total
+
+
+def qp_for_bits_per_param(model: onnx.ModelProto, bits_per_param: float, nonweight_qp: int = -75,
+                          lossless_names: Iterable[str] = ()) -> int:
+    """Finest integer qp whose estimated size is within `bits_per_param` (float params only)."""
+    if bits_per_param <= 0:
+        raise ValueError("bits_per_param must be positive")
+    params = sum(r.array.size for r in onnx_io.find_float_tensors(model).values())
+    low, high = -96, 32  # coarse enough for any float32 model at the top
+    while high - low > 1:
+        middle = (low + high) // 2
+        planned = [p for p in plan_tensors(model, middle, nonweight_qp, lossless_names=lossless_names) if p.mode != INTEGER]
+        if estimated_bits(planned) / max(1, params) <= bits_per_param:
+            high = middle
+        else:
+            low = middle
+    return high

@@ -1,0 +1,203 @@
+"""Convolutions and pooling over N spatial dimensions (inputs laid out N, C, D1, ..., Dn)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from nnlc.graph.ops._common import shape_of
+from nnlc.graph.registry import NodeContext, register
+
+
+def _dimension_numbers(spatial: int) -> lax.ConvDimensionNumbers:
+    layout = tuple(range(spatial + 2))
+    return lax.ConvDimensionNumbers(lhs_spec=layout, rhs_spec=layout, out_spec=layout)
+
+
+def _per_axis(ctx: NodeContext, name: str, spatial: int, default: int) -> list[int]:
+    value = ctx.attr(name)
+    return [default] * spatial if value is None else [int(v) for v in value]
+
+
+def _same_pads(auto_pad: str, sizes: Sequence[int], kernel: Sequence[int], strides: Sequence[int],
+               dilations: Sequence[int]) -> list[tuple[int, int]]:
+    """Pads giving ceil(size / stride) outputs; SAME_UPPER puts the odd extra at the end."""
+    pads = []
+    for size, k, s, d in zip(sizes, kernel, strides, dilations):
+        total = max((math.ceil(size / s) - 1) * s + (k - 1) * d + 1 - size, 0)
+        small, large = total // 2, total - total // 2
+        pads.append((small, large) if auto_pad == "SAME_UPPER" else (large, small))
+    return pads
+
+
+def _explicit_pads(ctx: NodeContext, sizes: Sequence[int], kernel: Sequence[int], strides: Sequence[int],
+                   dilations: Sequence[int]) -> list[tuple[int, int]]:
+    spatial = len(sizes)
+    auto_pad = ctx.attr("auto_pad", "NOTSET")
+    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        return _same_pads(auto_pad, sizes, kernel, strides, dilations)
+    if auto_pad == "VALID":
+        return [(0, 0)] * spatial
+    pads = _per_axis(ctx, "pads", 2 * spatial, 0)
+    return [(pads[i], pads[i + spatial]) for i in range(spatial)]
+
+
+@register("Conv", numpy_ok=False)
+def conv(ctx: NodeContext, x: Any, w: Any, b: Any = None) -> Any:
+    spatial = len(shape_of(x)) - 2
+    kernel = shape_of(w)[2:]
+    strides = _per_axis(ctx, "strides", spatial, 1)
+    dilations = _per_axis(ctx, "dilations", spatial, 1)
+    padding = _explicit_pads(ctx, shape_of(x)[2:], kernel, strides, dilations)
+    y = lax.conv_general_dilated(
+        jnp.asarray(x), jnp.asarray(w), window_strides=strides, padding=padding, rhs_dilation=dilations,
+        dimension_numbers=_dimension_numbers(spatial), feature_group_count=ctx.attr("group", 1),
+        precision=ctx.precision)
+    if b is not None:
+        y = y + jnp.reshape(b, (1, -1) + (1,) * spatial)
+    return y
+
+
+@register("ConvTranspose", numpy_ok=False)
+def conv_transpose(ctx: NodeContext, x: Any, w: Any, b: Any = None) -> Any:
+    """The gradient of Conv: input dilated by the strides, kernel flipped and transposed per group."""
+    spatial = len(shape_of(x)) - 2
+    sizes = shape_of(x)[2:]
+    in_channels, out_per_group = shape_of(w)[:2]
+    kernel = shape_of(w)[2:]
+    group = ctx.attr("group", 1)
+    strides = _per_axis(ctx, "strides", spatial, 1)
+    dilations = _per_axis(ctx, "dilations", spatial, 1)
+    output_padding = _per_axis(ctx, "output_padding", spatial, 0)
+    spans = [(k - 1) * d + 1 for k, d in zip(kernel, dilations)]
+    full = [s * (n - 1) + p + span for s, n, p, span in zip(strides, sizes, output_padding, spans)]
+    output_shape = ctx.attr("output_shape")
+    auto_pad = ctx.attr("auto_pad", "NOTSET")
+    if output_shape is not None or auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        targets = list(output_shape)[-spatial:] if output_shape is not None else [n * s for n, s in zip(sizes, strides)]
+        pads = []
+        for total_size, target in zip(full, targets):
+            total = total_size - target
+            small, large = total // 2, total - total // 2
+            pads.append((small, large) if auto_pad == "SAME_UPPER" else (large, small))
+    elif auto_pad == "VALID":
+        pads = [(0, 0)] * spatial
+    else:
+        flat = _per_axis(ctx, "pads", 2 * spatial, 0)
+        pads = [(flat[i], flat[i + spatial]) for i in range(spatial)]
+    kernel_oi = jnp.reshape(jnp.asarray(w), (group, in_channels // group, out_per_group, *kernel))
+    kernel_oi = jnp.swapaxes(kernel_oi, 1, 2).reshape(group * out_per_group, in_channels // group, *kernel)
+    kernel_oi = jnp.flip(kernel_oi, axis=tuple(range(2, spatial + 2)))
+    padding = [(span - 1 - begin, span - 1 - end + extra)
+               for span, (begin, end), extra in zip(spans, pads, output_padding)]
+    y = lax.conv_general_dilated(
+        jnp.asarray(x), kernel_oi, window_strides=[1] * spatial, padding=padding, lhs_dilation=strides,
+        rhs_dilation=dilations, dimension_numbers=_dimension_numbers(spatial), feature_group_count=group,
+        precision=ctx.precision)
+    if b is not None:
+        y = y + jnp.reshape(b, (1, -1) + (1,) * spatial)
+    return y
+
+
+# --- pooling -----------------------------------------------------------------------------------
+
+def _pool_geometry(ctx: NodeContext, x: Any) -> tuple[list[int], list[int], list[int], list[tuple[int, int]], list[int]]:
+    """(kernel, strides, dilations, explicit pads, extra end pads for ceil_mode) per spatial axis."""
+    sizes = shape_of(x)[2:]
+    spatial = len(sizes)
+    kernel = [int(k) for k in ctx.attr("kernel_shape")]
+    strides = _per_axis(ctx, "strides", spatial, 1)
+    dilations = _per_axis(ctx, "dilations", spatial, 1)
+    auto_pad = ctx.attr("auto_pad", "NOTSET")
+    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        pads = _same_pads(auto_pad, sizes, kernel, strides, dilations)
+    else:
+        pads = _explicit_pads(ctx, sizes, kernel, strides, dilations)
+    extra = []
+    for size, k, s, d, (begin, end) in zip(sizes, kernel, strides, dilations, pads):
+        span = (k - 1) * d + 1
+        room = size + begin + end - span
+        count = room // s + 1
+        if ctx.attr("ceil_mode", 0):
+            count = -(-room // s) + 1
+            if (count - 1) * s >= size + begin:  # the last window must start inside the input
+                count -= 1
+        extra.append(max((count - 1) * s + span - (size + begin + end), 0))
+    return kernel, strides, dilations, pads, extra
+
+
+def _window(x: Any, init: Any, reducer: Any, kernel: Sequence[int], strides: Sequence[int],
+            dilations: Sequence[int], padding: Sequence[tuple[int, int]]) -> Any:
+    return lax.reduce_window(x, init, reducer, (1, 1, *kernel), (1, 1, *strides),
+                             ((0, 0), (0, 0), *padding), window_dilation=(1, 1, *dilations))
+
+
+def _lowest(dtype: Any) -> Any:
+    dtype = np.dtype(dtype)
+    return np.array(-np.inf if np.issubdtype(dtype, np.floating) else np.iinfo(dtype).min, dtype)
+
+
+@register("MaxPool", numpy_ok=False)
+def max_pool(ctx: NodeContext, x: Any) -> Any:
+    if ctx.num_outputs > 1:
+        raise ctx.fail("the Indices output of MaxPool is not supported")
+    x = jnp.asarray(x)
+    kernel, strides, dilations, pads, extra = _pool_geometry(ctx, x)
+    padding = [(begin, end + more) for (begin, end), more in zip(pads, extra)]
+    return _window(x, _lowest(x.dtype), lax.max, kernel, strides, dilations, padding)
+
+
+def _window_counts(ctx: NodeContext, x: Any, geometry: tuple, include_pad: bool) -> np.ndarray:
+    """How many elements each window averages over (explicit pads count iff `include_pad`)."""
+    kernel, strides, dilations, pads, extra = geometry
+    ones = np.ones((1, 1, *shape_of(x)[2:]), np.float32)
+    ones = np.pad(ones, ((0, 0), (0, 0), *pads), constant_values=1.0 if include_pad else 0.0)
+    counts = _window(jnp.asarray(ones), np.float32(0), lax.add, kernel, strides, dilations,
+                     [(0, more) for more in extra])
+    return counts
+
+
+@register("AveragePool", numpy_ok=False)
+def average_pool(ctx: NodeContext, x: Any) -> Any:
+    x = jnp.asarray(x)
+    geometry = _pool_geometry(ctx, x)
+    kernel, strides, dilations, pads, extra = geometry
+    padding = [(begin, end + more) for (begin, end), more in zip(pads, extra)]
+    sums = _window(x, np.array(0, x.dtype), lax.add, kernel, strides, dilations, padding)
+    counts = _window_counts(ctx, x, geometry, bool(ctx.attr("count_include_pad", 0)))
+    return (sums / counts).astype(x.dtype)
+
+
+@register("LpPool", numpy_ok=False)
+def lp_pool(ctx: NodeContext, x: Any) -> Any:
+    x = jnp.asarray(x)
+    p = ctx.attr("p", 2)
+    kernel, strides, dilations, pads, extra = _pool_geometry(ctx, x)
+    padding = [(begin, end + more) for (begin, end), more in zip(pads, extra)]
+    sums = _window(jnp.abs(x) ** p, np.array(0, x.dtype), lax.add, kernel, strides, dilations, padding)
+    return sums ** (1.0 / p)
+
+
+def _spatial_axes(x: Any) -> tuple[int, ...]:
+    return tuple(range(2, len(shape_of(x))))
+
+
+@register("GlobalAveragePool")
+def global_average_pool(ctx: NodeContext, x: Any) -> Any:
+    return ctx.xp.mean(x, axis=_spatial_axes(x), keepdims=True)
+
+
+@register("GlobalMaxPool")
+def global_max_pool(ctx: NodeContext, x: Any) -> Any:
+    return ctx.xp.max(x, axis=_spatial_axes(x), keepdims=True)
+
+
+@register("GlobalLpPool")
+def global_lp_pool(ctx: NodeContext, x: Any) -> Any:
+    p = ctx.attr("p", 2)
+    return ctx.xp.sum(ctx.xp.abs(x) ** p, axis=_spatial_axes(x), keepdims=True) ** (1.0 / p)

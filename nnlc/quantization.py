@@ -1,0 +1,51 @@
+"""Uniform scalar quantization with steps derived from one global quality parameter.
+
+The step formula is NNR's (ISO/IEC 15938-17; NNCodec): step(qp) = (4 + (qp & 3)) * 2**((qp >> 2) - 2),
+so qp -32 -> 2**-8 and every 4 qp halve the step, and nnlc's qp values mean what NNCodec's mean.
+Tensors with ndim >= 2 use `qp`; 1-D tensors (biases, normalisation) use the finer `nonweight_qp`
+(NNCodec's default -75). Reconstruction, the one float step of decoding: w_hat = float32(q) * step
+computed in float32.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# float32 represents every integer of magnitude <= 2**24 exactly: keep |q| below it.
+MAX_QUANTIZED_MAGNITUDE = 1 << 23
+
+
+def step_from_qp(qp: int) -> float:
+    """NNR step size for an integer quantization parameter."""
+    qp = int(qp)
+    return float((4 + (qp & 3)) * 2.0 ** ((qp >> 2) - 2))
+
+
+def qp_from_step(step: float) -> int:
+    """Largest integer qp whose step is <= `step` (inverse of `step_from_qp`, rounded down)."""
+    qp = int(np.floor(4 * np.log2(step))) + 8
+    while step_from_qp(qp) > step:
+        qp -= 1
+    while step_from_qp(qp + 1) <= step:
+        qp += 1
+    return qp
+
+
+def usable_step(values: np.ndarray, step: float) -> np.float32:
+    """The step as float32, enlarged where needed so that |q| stays <= MAX_QUANTIZED_MAGNITUDE."""
+    largest = float(np.max(np.abs(values))) if values.size else 0.0
+    step = max(float(step), largest / MAX_QUANTIZED_MAGNITUDE, np.finfo(np.float32).tiny)
+    step32 = np.float32(step)
+    if float(step32) < step:  # round the float32 step up, never below the requested one
+        step32 = np.nextafter(step32, np.float32(np.inf))
+    return step32
+
+
+def quantize(values: np.ndarray, step: np.float32) -> np.ndarray:
+    """Nearest integers q with |values - dequantize(q, step)| <= step / 2 (int64)."""
+    return np.rint(np.asarray(values, dtype=np.float64) / float(step)).astype(np.int64)
+
+
+def dequantize(symbols: np.ndarray, step: np.float32) -> np.ndarray:
+    """The documented reconstruction: float32(q) * float32(step), in float32."""
+    return np.asarray(symbols).astype(np.float32) * np.float32(step)

@@ -1,0 +1,1 @@
+"""Small networks nnlc builds and trains itself (for the demo and the tests)."""
