@@ -333,10 +333,12 @@ def match_mse(
 ) -> dict[str, Any]:
     """Find the adjacent integer qps whose ``key`` (default ``mse``) brackets ``target_mse``.
 
-    Walks from ``start_qp`` (default :func:`qp_for_mse` of the target, corrected for DQ) one qp at a time toward
-    the target until two neighbours q, q+1 satisfy mse(q) <= target <= mse(q+1) (coarser qp ->
-    larger MSE). Every evaluation is cached; failures (NNCodecError, e.g. the integer-overflow
-    one) are recorded and end the walk in that direction.
+    Starts at ``start_qp`` (default :func:`qp_for_mse` of the target, corrected for DQ), then
+    jumps by the quantizer's slope (MSE x4 per 4 qp: ``dqp = 2 * log2(target / mse)``) from the
+    evaluated qp nearest the target, stepping one qp when the jump lands on a known qp, until two
+    neighbours q, q+1 satisfy mse(q) <= target <= mse(q+1) (coarser qp -> larger MSE). Every
+    evaluation is cached. A failure (NNCodecError, e.g. the integer-overflow one) closes the
+    range beyond it; if the target lies beyond a failure, ValueError says so.
 
     Returns ``{"target_mse", "key", "fine": result at q, "coarse": result at q+1,
     "bytes_at_target", "bits_per_param_at_target", "qp_at_target" (fractional, same
@@ -354,63 +356,58 @@ def match_mse(
         run_kwargs.setdefault("return_arrays", False)
     cache: dict[int, dict] = {}
     failed: dict[int, str] = {}
+    lo, hi = int(qp_min), int(qp_max)  # qps still worth trying
 
-    def ev(qp: int) -> dict | None:
-        if qp in cache:
-            return cache[qp]
-        if qp in failed:
-            return None
-        if len(cache) + len(failed) >= max_evals:
-            raise ValueError(f"match_mse: no bracket after {max_evals} runs: {_summary(cache, failed, key)}")
-        try:
-            r = run(arrays, qp, **run_kwargs)
-        except NNCodecError as e:
-            failed[qp] = str(e)
-            return None
-        r = {k: v for k, v in r.items() if k != "decoded"}
-        cache[qp] = r
-        return r
+    def fail(msg: str) -> ValueError:
+        return ValueError(f"match_mse: {msg}; evaluated: {_summary(cache, failed, key)}")
+
+    def bracket() -> int | None:
+        for q in sorted(cache):
+            if q + 1 in cache and cache[q][key] <= target_mse <= cache[q + 1][key]:
+                return q
+        return None
 
     if start_qp is None:
         # dependent quantization's MSE is ~2.8x step**2/12 (measured on Laplace weights, qp -32)
         dq = run_kwargs.get("use_dq", True)
         start_qp = qp_for_mse(target_mse / (2.8 if dq else 1.0))
-    q = int(start_qp)
-    q = min(max(q, qp_min), qp_max)
-    r = ev(q)
-    if r is None:  # start failed (e.g. too fine): try coarser
-        while r is None and q < qp_max:
-            q += 1
-            r = ev(q)
-        if r is None:
-            raise ValueError(f"match_mse: every qp failed: {_summary(cache, failed, key)}")
-    if r[key] <= target_mse:
-        # go coarser until mse >= target
-        while True:
-            if q + 1 > qp_max:
-                raise ValueError(f"match_mse: target {target_mse:.4g} above mse at qp_max: "
-                                 f"{_summary(cache, failed, key)}")
-            nxt = ev(q + 1)
-            if nxt is None:
-                raise ValueError(f"match_mse: qp {q + 1} failed: {_summary(cache, failed, key)}")
-            if nxt[key] >= target_mse:
-                fine_q = q
-                break
-            q += 1
-    else:
-        # go finer until mse <= target
-        while True:
-            if q - 1 < qp_min:
-                raise ValueError(f"match_mse: target {target_mse:.4g} below mse at qp_min: "
-                                 f"{_summary(cache, failed, key)}")
-            prv = ev(q - 1)
-            if prv is None:
-                raise ValueError(f"match_mse: qp {q - 1} failed before reaching the target "
-                                 f"(NNCodec cannot go that fine here): {_summary(cache, failed, key)}")
-            if prv[key] <= target_mse:
-                fine_q = q - 1
-                break
-            q -= 1
+    nxt = min(max(int(start_qp), lo), hi)
+    while True:
+        if len(cache) + len(failed) >= max_evals:
+            raise fail(f"no bracket after {max_evals} runs")
+        try:
+            r = run(arrays, nxt, **run_kwargs)
+            cache[nxt] = {k: v for k, v in r.items() if k != "decoded"}
+        except NNCodecError as e:
+            failed[nxt] = str(e)
+            # a failure closes the range on the side away from the successes
+            if any(q > nxt for q in cache) or not cache:
+                lo = max(lo, nxt + 1)
+            else:
+                hi = min(hi, nxt - 1)
+        fine_q = bracket()
+        if fine_q is not None:
+            break
+        if not cache:
+            if lo > hi:
+                raise fail("every qp tried failed")
+            nxt = lo  # the start failed: move toward the coarse side
+            continue
+        anchor = min(cache, key=lambda q: abs(math.log(max(cache[q][key], 1e-300) / target_mse)))
+        m = cache[anchor][key]
+        d = 1 if m <= target_mse else -1  # +1: need a coarser qp
+        step = round(2.0 * math.log2(target_mse / max(m, 1e-300)))
+        cand = anchor + (step if step * d > 0 else d)
+        cand = min(max(cand, lo), hi)
+        if cand == anchor or cand in cache or cand in failed:
+            cand = anchor + d
+        while cand in cache:  # non-monotone neighbours: go on past them
+            cand += d
+        if not lo <= cand <= hi or cand in failed:
+            side = "finer" if d < 0 else "coarser"
+            raise fail(f"target {target_mse:.4g} needs a {side} qp than {anchor}, "
+                       f"but NNCodec fails or the range [{qp_min}, {qp_max}] ends there")
+        nxt = cand
     fine, coarse = cache[fine_q], cache[fine_q + 1]
     pts = [(fine[key], fine["bytes"]), (coarse[key], coarse["bytes"])]
     b = interp_bytes_at_mse(pts, target_mse)

@@ -108,7 +108,7 @@ def encode_symbols(values: np.ndarray, plan: CodingPlan | None = None) -> dict:
     if np.any(table.frequencies[index[inside]] == 0):
         raise ValueError("a symbol has zero frequency in the table")
     words = b""
-    if values.size:
+    if values.size and table.alphabet_size > 1:  # a one-symbol alphabet costs no bits
         coder = constriction.stream.stack.AnsCoder()
         model = constriction.stream.model.Categorical(table.probabilities(), perfect=False)
         coder.encode_reverse(index.astype(np.int32), model)
@@ -173,6 +173,10 @@ def _decode_table_indices(fields: dict, count: int) -> tuple[Binning, Table, np.
     size = len(table.frequencies)
     if max(abs(table.first), abs(table.first + size - 1)) > binning.max_bin:
         raise ValueError("table bins outside the binning's range")
+    if table.alphabet_size == 1:
+        if words:
+            raise ValueError("ans_words: present for a one-symbol alphabet")
+        return binning, table, np.zeros(count, dtype=np.int32)
     coder = constriction.stream.stack.AnsCoder(np.frombuffer(words, dtype="<u4").astype(np.uint32))
     model = constriction.stream.model.Categorical(table.probabilities(), perfect=False)
     return binning, table, coder.decode(model, count)
