@@ -8,10 +8,13 @@ CI has none, and those tests skip.
 from __future__ import annotations
 
 import math
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `benchmarks` under bare `pytest`
 from benchmarks.nncodec_baseline import (
     NNCodecError,
     NNCodecUnavailable,

@@ -46,6 +46,7 @@ __all__ = [
     "nncodec_available",
     "nncodec_python",
     "qp_for_mse",
+    "require_nncodec",
     "run_nncodec",
     "step_size",
 ]
@@ -107,7 +108,8 @@ def nncodec_available() -> bool:
     return _probe(str(nncodec_python()))[0]
 
 
-def _require() -> str:
+def require_nncodec() -> str:
+    """Path of the worker's python; NNCodecUnavailable (naming setup_venv.sh) if unusable."""
     python = str(nncodec_python())
     ok, why = _probe(python)
     if not ok:
@@ -184,7 +186,7 @@ def run_nncodec(
       NNCodecUnavailable: the venv is missing (run setup_venv.sh).
       NNCodecError: NNCodec failed on this input (``.result['traceback']`` has the details).
     """
-    python = _require()
+    python = require_nncodec()
     names = list(arrays)
     if not names:
         raise ValueError("arrays is empty")

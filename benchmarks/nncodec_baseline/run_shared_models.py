@@ -51,7 +51,13 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from benchmarks.nncodec_baseline import NNCodecError, _require, run_nncodec, step_size
+from benchmarks.nncodec_baseline import (
+    NNCodecError,
+    NNCodecUnavailable,
+    require_nncodec,
+    run_nncodec,
+    step_size,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_MODELS_DIR = Path(os.environ.get("NNLC_SHARED_MODELS", REPO.parent / "shared" / "models"))
@@ -172,9 +178,9 @@ def bench_model(name: str, path: Path, qps: list[int], use_dq: bool, nonweight_q
             entry["nncodec_version"] = r["nncodec_version"]
             entry["raw"] = r["raw"]
             entry["raw_bytes"] = r["raw_bytes"]
+        qp_1d = nonweight_qp if nonweight_qp else qp - 8  # NNCodec's fallback at qp_density 2
         clipped = {n: t["qp"] for n, t in r["per_tensor"].items()
-                   if "qp" in t and t["qp"] is not None
-                   and t["qp"] != (qp if len(t["shape"]) > 1 else nonweight_qp)}
+                   if t.get("qp") is not None and t["qp"] != (qp if len(t["shape"]) > 1 else qp_1d)}
         worst = max(r["per_tensor"].items(), key=lambda kv: kv[1]["max_abs_err"])
         run = {
             "qp": qp,
@@ -222,7 +228,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = ap.parse_args(argv)
 
-    _require()  # clear message when the NNCodec venv is missing
+    try:
+        require_nncodec()
+    except NNCodecUnavailable as e:
+        print(e, file=sys.stderr)
+        return 2
     qps = {**DEFAULT_QPS, **_parse_qps(args.qps)}
     shas = _manifest_sha256(args.models_dir)
     report: dict = {
