@@ -21,9 +21,10 @@ import onnx
 from nnlc import onnx_io, quantization
 from nnlc.bitstream import UnitType, write_container, write_fields
 from nnlc.coding import symbols as symbol_coding
+from nnlc.decoder import latents
 
-RAW, QUANTIZED, INTEGER = 0, 1, 2
-MODE_NAMES = {RAW: "raw", QUANTIZED: "quantized", INTEGER: "integer"}
+RAW, QUANTIZED, INTEGER, LATENT = 0, 1, 2, 3
+MODE_NAMES = {RAW: "raw", QUANTIZED: "quantized", INTEGER: "integer", LATENT: "latent"}
 TINY_TENSOR_ELEMENTS = 16  # float tensors this small are stored exactly
 MIN_INTEGER_ELEMENTS = 64
 RAW_IF_SMALLER_ELEMENTS = 1 << 14  # up to this size, store exactly when that is no bigger than quantized  # integer initializers this large are entropy coded (smaller stay in topology)
@@ -40,6 +41,9 @@ class CodedTensor:
     step: np.float32 | None = None
     symbols: np.ndarray | None = None  # int64, same number of elements as the tensor
     lossless_reason: str = ""
+    latent_decoder: int = 0  # LATENT mode: nnlc.decoder.latents.SCALAR, CHANNEL or DCT
+    steps: np.ndarray | None = None  # LATENT mode: float32 steps
+    coding_plan: symbol_coding.CodingPlan | None = None  # a given table (else fitted to the symbols)
 
 
 @dataclasses.dataclass
@@ -119,11 +123,14 @@ def _tensor_payload(item: CodedTensor, data_type: int) -> tuple[bytes, dict]:
         body = _raw_body(record.array)
         fields = None
     else:
-        fields = symbol_coding.encode_symbols(item.symbols)
-        structure = "tensor_quantized" if item.mode == QUANTIZED else "tensor_integer"
+        fields = symbol_coding.encode_symbols(item.symbols, item.coding_plan)
+        structure = {QUANTIZED: "tensor_quantized", INTEGER: "tensor_integer", LATENT: "tensor_latent"}[item.mode]
         values = {"symbols": fields}
         if item.mode == QUANTIZED:
             values["step"] = float(item.step)
+        if item.mode == LATENT:
+            values["decoder"] = item.latent_decoder
+            values["steps"] = np.asarray(item.steps, dtype="<f4").tobytes()
         body = write_fields(structure, values)
     payload = write_fields("tensor", {
         "graph_path": record.graph_path, "onnx_name": record.onnx_name, "storage": record.storage,
@@ -143,8 +150,13 @@ def _report_row(item: CodedTensor, payload: bytes, fields: dict | None) -> dict:
         row["payload_bytes"] = coded
         row["ideal_payload_bits"] = symbol_coding.ideal_code_bits(fields, item.symbols)
         row["side_bytes"] = len(payload) - coded
-    if item.mode == QUANTIZED:
-        error = quantization.dequantize(item.symbols, item.step).reshape(record.array.shape) - record.array.astype(np.float32)
+    if item.mode in (QUANTIZED, LATENT):
+        if item.mode == QUANTIZED:
+            decoded = quantization.dequantize(item.symbols, item.step).reshape(record.array.shape)
+        else:
+            decoded = latents.decode_latents(item.latent_decoder, item.symbols.reshape(record.array.shape), item.steps)
+            row["latent_decoder"] = latents.KIND_NAMES[item.latent_decoder]
+        error = decoded - record.array.astype(np.float32)
         row["mse"] = float(np.mean(error.astype(np.float64) ** 2))
         row["max_abs_error"] = float(np.max(np.abs(error))) if error.size else 0.0
     elif item.lossless_reason:

@@ -155,3 +155,32 @@ def test_inspect_lists_every_tensor():
     by_name = {row["name"]: row for row in facts["tensors"]}
     assert by_name["conv.weight"]["role"] == "conv_kernel" and by_name["conv.weight"]["shape"] == [16, 3, 3, 3]
     assert by_name["conv.weight"]["step"] == pytest.approx(2.0 ** -7.5 * 1.0, rel=0.2)
+
+
+@pytest.mark.parametrize("kind", ["scalar", "channel", "dct"])
+def test_latent_tensors_decode_through_the_documented_decoder(kind):
+    from nnlc.decoder import latents
+
+    model, feeds = onnx_builders.conv_bn_gemm()
+    decoder = {"scalar": latents.SCALAR, "channel": latents.CHANNEL, "dct": latents.DCT}[kind]
+    rng = np.random.default_rng(0)
+    planned = []
+    for item in encoder.plan_tensors(model, qp=-30):
+        if item.record.name == "conv.weight":
+            shape = item.record.array.shape
+            steps = rng.uniform(0.01, 0.05, latents.step_count(decoder, shape)).astype(np.float32)
+            symbols = rng.integers(-20, 21, shape).astype(np.int64)
+            item = encoder.CodedTensor(item.record, encoder.LATENT, symbols=symbols.ravel(), latent_decoder=decoder,
+                                       steps=steps)
+            expected = latents.decode_latents(decoder, symbols, steps)
+        planned.append(item)
+    bitstream = encoder.write_bitstream(model, planned).bitstream
+    decoded = decode_bitstream(bitstream)
+    np.testing.assert_array_equal(onnx_io.find_float_tensors(decoded)["conv.weight"].array, expected)
+    quantized = decode_bitstream(bitstream, quantized=True)
+    names = [node.name for node in quantized.graph.node if node.op_type == "DequantizeLinear"]
+    assert ("conv.weight__dequantize" in names) == (kind != "dct")
+    np.testing.assert_allclose(onnx_builders.run(quantized, feeds)[0], onnx_builders.run(decoded, feeds)[0],
+                               rtol=1e-5, atol=1e-5)
+    row = next(r for r in inspect_bitstream(bitstream)["tensors"] if r["name"] == "conv.weight")
+    assert row["mode"] == "latent" and row["step"] > 0

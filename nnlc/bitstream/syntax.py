@@ -25,7 +25,7 @@ from typing import Any
 from nnlc.errors import BitstreamError
 
 MAGIC = b"NNLC"
-FORMAT_VERSION = (1, 0)  # (major, minor): readers reject another major version
+FORMAT_VERSION = (1, 1)  # (major, minor): readers reject another major version; 1.1 added mode 3
 
 _MAX_VARINT_BYTES = 10
 U64_MAX = (1 << 64) - 1
@@ -75,8 +75,9 @@ SYNTAX: dict[str, list[Field]] = {
         Field("role", "u8", "index into ROLES (conv_kernel, depthwise_kernel, dense, ...); informative"),
         Field("data_type", "u8", "ONNX TensorProto data type of the tensor"),
         Field("shape", "varints", "dimensions", MAX_RANK),
-        Field("mode", "u8", "0 raw (lossless bytes), 1 quantized, 2 integer (lossless, entropy coded)"),
-        Field("body", "bytes", "a tensor_raw, tensor_quantized or tensor_integer structure", MAX_UNIT_BYTES),
+        Field("mode", "u8", "0 raw (lossless bytes), 1 quantized, 2 integer (lossless, entropy coded), 3 latent"),
+        Field("body", "bytes", "a tensor_raw, tensor_quantized, tensor_integer or tensor_latent structure",
+              MAX_UNIT_BYTES),
     ],
     "tensor_raw": [
         Field("compression", "u8", "0 none, 1 zlib"),
@@ -85,6 +86,11 @@ SYNTAX: dict[str, list[Field]] = {
     "tensor_quantized": [
         Field("step", "f32", "quantization step; weight = float32(q) * step in float32"),
         Field("symbols", "symbols", "the integers q (structure `symbols`)"),
+    ],
+    "tensor_latent": [
+        Field("decoder", "u8", "latent decoder: 1 scalar, 2 channel (axis 0), 3 dct (spatial axes)"),
+        Field("steps", "bytes", "float32 little-endian steps: 1, shape[0], or the spatial size", MAX_UNIT_BYTES),
+        Field("symbols", "symbols", "the integer latents (structure `symbols`)"),
     ],
     "tensor_integer": [
         Field("symbols", "symbols", "the tensor's integer values (structure `symbols`)"),

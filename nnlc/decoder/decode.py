@@ -16,11 +16,12 @@ from nnlc import onnx_io
 from nnlc.bitstream.container import UnitType, iter_units
 from nnlc.bitstream.syntax import read_exact
 from nnlc.coding.symbols import decode_dequantized, decode_symbols
+from nnlc.decoder import latents
 from nnlc.errors import BitstreamError
 from nnlc.quantization import MAX_QUANTIZED_MAGNITUDE, dequantize
 
-RAW, QUANTIZED, INTEGER = 0, 1, 2
-MODE_NAMES = {RAW: "raw", QUANTIZED: "quantized", INTEGER: "integer"}
+RAW, QUANTIZED, INTEGER, LATENT = 0, 1, 2, 3
+MODE_NAMES = {RAW: "raw", QUANTIZED: "quantized", INTEGER: "integer", LATENT: "latent"}
 FLAG_TOPOLOGY = 1
 _NUMPY_TYPES = {**onnx_io.FLOAT_TYPES, **onnx_io.INTEGER_TYPES}
 # Errors that malformed content can provoke in parsing libraries; all become BitstreamError.
@@ -114,6 +115,8 @@ def decode_tensor(unit: TensorUnit, want_symbols: bool = False) -> tuple[np.ndar
     """
     if unit.mode == RAW:
         return _decode_raw(unit), None, None
+    if unit.mode == LATENT:
+        return _decode_latent(unit)
     structure = "tensor_quantized" if unit.mode == QUANTIZED else "tensor_integer"
     fields = read_exact(structure, unit.body)
     if unit.mode == INTEGER:
@@ -136,6 +139,27 @@ def decode_tensor(unit: TensorUnit, want_symbols: bool = False) -> tuple[np.ndar
     if unit.dtype != np.float32:
         values = values.astype(unit.dtype)
     return values, symbols, float(step)
+
+
+def _decode_latent(unit: TensorUnit) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Learned-mode tensor: integer latents through the documented float32 decoder."""
+    fields = read_exact("tensor_latent", unit.body)
+    kind = fields["decoder"]
+    if kind not in latents.KIND_NAMES:
+        raise BitstreamError(f"tensor {unit.name!r}: unknown latent decoder {kind}")
+    count = latents.step_count(kind, unit.shape)
+    if len(fields["steps"]) != 4 * count:
+        raise BitstreamError(f"tensor {unit.name!r}: {len(fields['steps'])} bytes of steps, expected {4 * count}")
+    steps = np.frombuffer(bytes(fields["steps"]), dtype="<f4").astype(np.float32)
+    if not np.all(np.isfinite(steps)) or np.any(steps <= 0):
+        raise BitstreamError(f"tensor {unit.name!r}: invalid steps")
+    symbols = decode_symbols(fields["symbols"], unit.size).reshape(unit.shape)
+    if symbols.size and np.max(np.abs(symbols)) > MAX_QUANTIZED_MAGNITUDE:
+        raise BitstreamError(f"tensor {unit.name!r}: latent beyond 2**23")
+    values = latents.decode_latents(kind, symbols, steps)
+    if unit.dtype != np.float32:
+        values = values.astype(unit.dtype)
+    return values, symbols, steps
 
 
 def _wrap(index: int, what: str, function, *args):
@@ -224,7 +248,7 @@ def decode_bitstream(data: bytes, structure: onnx.ModelProto | None = None, quan
             raise BitstreamError(f"decoded tensors exceed {limits.max_total_bytes} bytes")
         array, symbols, step = _wrap(unit_frame.index, "tensor data", decode_tensor, unit, quantized)
         values[unit.name] = array
-        if quantized and unit.mode == QUANTIZED:
+        if quantized and (unit.mode == QUANTIZED or (unit.mode == LATENT and _is_linear_latent(unit))):
             quantized_tensors[unit.name] = (symbols, step)
         if progress is not None:
             progress(count + 1, len(tensor_units), unit.name)
@@ -234,6 +258,11 @@ def decode_bitstream(data: bytes, structure: onnx.ModelProto | None = None, quan
 
         insert_dequantize_nodes(model, quantized_tensors)
     return model
+
+
+def _is_linear_latent(unit: TensorUnit) -> bool:
+    """Scalar and per-channel latent decoders are uniform quantizers (DequantizeLinear can run them)."""
+    return read_exact("tensor_latent", unit.body)["decoder"] in (latents.SCALAR, latents.CHANNEL)
 
 
 def inspect_bitstream(data: bytes, limits: Limits = Limits()) -> dict:
@@ -250,6 +279,10 @@ def inspect_bitstream(data: bytes, limits: Limits = Limits()) -> dict:
         step = None
         if unit.mode == QUANTIZED:
             step = _wrap(unit_frame.index, "tensor unit", read_exact, "tensor_quantized", unit.body)["step"]
+        elif unit.mode == LATENT:
+            fields = _wrap(unit_frame.index, "tensor unit", read_exact, "tensor_latent", unit.body)
+            steps = np.frombuffer(bytes(fields["steps"])[: len(fields["steps"]) // 4 * 4], dtype="<f4")
+            step = float(np.exp(np.mean(np.log(steps)))) if steps.size and np.all(steps > 0) else None
         rows.append({"name": unit.name, "shape": list(unit.shape), "role": unit.role, "mode": MODE_NAMES[unit.mode],
                      "bytes": unit.unit_bytes, "params": unit.size,
                      "bits_per_param": 8 * unit.unit_bytes / max(1, unit.size), "step": step})

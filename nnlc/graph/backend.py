@@ -20,12 +20,17 @@ from nnlc.graph.interpreter import CompiledGraph, compile_graph, model_opsets
 from nnlc.graph.ops._common import onnx_to_numpy_dtype
 
 
+# Loops unroll at trace time when their trip count and first condition are known there.
+_LOOP_CONTROL = {"Loop": (0, 1)}
+
+
 def _shape_deciding_names(graph: CompiledGraph) -> set[str]:
     """Names of values that static inputs depend on, followed backwards through the graph."""
     needed: set[str] = set()
     for _, node in graph.walk():
         if node.spec is not None:
-            needed.update(node.inputs[i] for i in node.spec.static_inputs if i < len(node.inputs) and node.inputs[i])
+            positions = (*node.spec.static_inputs, *_LOOP_CONTROL.get(node.op_type, ()))
+            needed.update(node.inputs[i] for i in positions if i < len(node.inputs) and node.inputs[i])
     producers = {output: node for _, node in graph.walk() for output in node.outputs if output}
     frontier = list(needed)
     while frontier:
@@ -50,6 +55,7 @@ class JaxBackendRep(BackendRep):
         graph = compile_graph(model.graph, model_opsets(model))
         initializer_names = {init.name for init in model.graph.initializer}
         self.input_names = [i.name for i in model.graph.input if i.name not in initializer_names]
+        self.output_names = [o.name for o in model.graph.output]
         self.output_types = [o.type.tensor_type.elem_type for o in model.graph.output]
         self.static_names = _shape_deciding_names(graph) & set(self.input_names)
         self.apply, self.weights = from_onnx(model, static_inputs=self.static_names)
@@ -73,7 +79,8 @@ class JaxBackendRep(BackendRep):
         weights = self.weights if self.trace_weights else {}
         outputs = jax.jit(call)(weights, traced)
         results = []
-        for value, elem_type in zip(outputs.values(), self.output_types):
+        for name, elem_type in zip(self.output_names, self.output_types):
+            value = outputs[name]
             value = np.asarray(value)
             if not _x64_enabled() and elem_type:
                 value = value.astype(onnx_to_numpy_dtype(elem_type))

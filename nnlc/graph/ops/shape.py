@@ -73,7 +73,8 @@ def reshape(ctx: NodeContext, x: Any, target: np.ndarray | None = None) -> Any:
 @register("Flatten")
 def flatten(ctx: NodeContext, x: Any) -> Any:
     dims = shape_of(x)
-    axis = normalize_axis(ctx.attr("axis", 1), len(dims) + 1) if dims else 0
+    axis = ctx.attr("axis", 1)
+    axis = axis + len(dims) if axis < 0 else axis
     return ctx.xp.reshape(x, (math.prod(dims[:axis]), math.prod(dims[axis:])))
 
 
@@ -217,7 +218,8 @@ def space_to_depth(ctx: NodeContext, x: Any) -> Any:
     block = ctx.attr("blocksize")
     xp = ctx.xp
     y = xp.reshape(x, (n, c, h // block, block, w // block, block))
-    y = xp.transpose(y, (0, 3, 5, 1, 2, 4))
+    order = (0, 1, 3, 5, 2, 4) if ctx.attr("mode", "DCR") == "CRD" else (0, 3, 5, 1, 2, 4)
+    y = xp.transpose(y, order)
     return xp.reshape(y, (n, c * block * block, h // block, w // block))
 
 
