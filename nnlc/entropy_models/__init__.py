@@ -21,6 +21,7 @@ from nnlc.entropy_models.math import (
     lower_bound,
     pmf,
     quantiles,
+    quantiles_at_logits,
     ste_round,
 )
 from nnlc.entropy_models.modules import DeepFactorized, Laplace, Logistic
@@ -29,5 +30,6 @@ __all__ = [
     "DeepFactorized", "Laplace", "Logistic",
     "add_uniform_noise", "bin_probabilities", "bits", "bits_per_element", "channel_params",
     "coding_plan_for", "integer_table", "log_bin_probabilities", "lower_bound", "pmf", "quantiles",
+    "quantiles_at_logits",
     "ste_round", "support", "to_integer_table",
 ]

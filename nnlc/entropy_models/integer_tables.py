@@ -49,8 +49,9 @@ def support(model: Any, params: Any, channel: int,
             tail_probability: float = DEFAULT_TAIL_PROBABILITY) -> tuple[int, int]:
     """Integers (lower, upper) whose bins [k - 1/2, k + 1/2] cover [q(tail), q(1 - tail)]."""
     logits_cdf = _logits_fn(model)
-    bounds = math.quantiles(logits_cdf, channel_params(params, channel),
-                            [tail_probability, 1.0 - tail_probability])[:, 0]
+    tail_logit = np.log(tail_probability) - np.log1p(-tail_probability)
+    bounds = math.quantiles_at_logits(logits_cdf, channel_params(params, channel),
+                                      [tail_logit, -tail_logit])[:, 0]
     return int(np.floor(bounds[0] + 0.5)), int(np.floor(bounds[1] + 0.5))
 
 

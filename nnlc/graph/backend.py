@@ -37,7 +37,8 @@ def _shape_deciding_names(graph: CompiledGraph) -> set[str]:
         node = producers.get(frontier.pop())
         if node is None or node.op_type in ("Shape", "Size"):
             continue
-        for name in node.inputs:
+        inner = [name for sub in node.subgraphs.values() for _, n in sub.walk() for name in n.inputs]
+        for name in (*node.inputs, *inner):
             if name and name not in needed:
                 needed.add(name)
                 frontier.append(name)

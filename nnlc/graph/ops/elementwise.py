@@ -8,6 +8,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import jax.scipy.special as jsp
+import ml_dtypes
 import numpy as np
 from jax import lax
 
@@ -202,11 +203,30 @@ def clip(ctx: NodeContext, x: Any, low: Any = None, high: Any = None) -> Any:
 
 # --- casts -------------------------------------------------------------------------------------
 
+_SUB_BYTE_INTEGERS = ("int4", "uint4", "int2", "uint2")
+
+
+def _cast_with_saturation(ctx: NodeContext, x: Any, target: np.dtype) -> Any:
+    """Float to 8-bit float saturates to the largest finite value (unless saturate=0); float to
+    4-/2-bit integers rounds half to even and wraps around, as ONNX's reference does."""
+    xp = ctx.xp
+    if np.issubdtype(dtype_of(x), np.floating):
+        if target.name.startswith(("float8", "float4")):
+            if ctx.attr("saturate", 1):
+                largest = float(ml_dtypes.finfo(target).max)
+                x = xp.where(xp.isnan(x), x, xp.clip(x, -largest, largest))
+        elif target.name in _SUB_BYTE_INTEGERS:  # rounds half to even, then wraps around
+            info = ml_dtypes.iinfo(target)
+            span = int(info.max) - int(info.min) + 1
+            x = xp.mod(xp.round(x) - info.min, span) + info.min
+    return cast(ctx, x, target)
+
+
 @register("Cast")
 def cast_op(ctx: NodeContext, x: Any) -> Any:
-    return cast(ctx, x, onnx_to_numpy_dtype(ctx.attr("to")))
+    return _cast_with_saturation(ctx, x, onnx_to_numpy_dtype(ctx.attr("to")))
 
 
 @register("CastLike")
 def cast_like(ctx: NodeContext, x: Any, like: Any) -> Any:
-    return cast(ctx, x, dtype_of(like))
+    return _cast_with_saturation(ctx, x, dtype_of(like))

@@ -154,7 +154,10 @@ def top_k(ctx: NodeContext, x: Any, k: Any = None) -> tuple[Any, Any]:
     count = int(np.asarray(k).reshape(-1)[0]) if ctx.opset >= 10 else ctx.attr("k")
     axis = normalize_axis(ctx.attr("axis", -1), len(shape_of(x)))
     largest = ctx.attr("largest", 1)
-    keys = -x if largest else x
+    if largest:  # a descending order that keeps ties in index order (~x for integers never overflows)
+        keys = -x if np.issubdtype(dtype_of(x), np.floating) else xp.invert(x)
+    else:
+        keys = x
     if ctx.is_numpy:
         order = np.argsort(keys, axis=axis, kind="stable")
     else:

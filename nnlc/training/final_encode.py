@@ -1,0 +1,76 @@
+"""Final encode of a trained problem: rounded latents + decoder steps + integer tables -> bitstream.
+
+Tensors that were not trained are coded as post-training mode codes them (exactly, or at the fine
+`fixed_qp`), and the problem's fixed weights are those decoded values, so the bitstream decodes to
+exactly the network the training forward pass used.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import numpy as np
+import onnx
+
+from nnlc import encoder, quantization
+from nnlc.decoder import latents as latent_decoders
+from nnlc.reparam.reparameterization import Reparameterization
+from nnlc.training.problem import Problem
+
+DECODER_CODES = {"scalar": latent_decoders.SCALAR, "channel": latent_decoders.CHANNEL, "dct": latent_decoders.DCT}
+
+PRODUCER = "nnlc 0.1 learned"
+
+
+def fixed_tensor_plan(model: onnx.ModelProto, names: set[str], fixed_qp: int) -> dict[str, encoder.CodedTensor]:
+    """Post-training decisions (raw or quantized at `fixed_qp`) for the tensors that are not trained."""
+    planned = encoder.plan_tensors(model, qp=fixed_qp, nonweight_qp=fixed_qp)
+    return {item.record.name: item for item in planned if item.record.name in names or not item.record.is_float}
+
+
+def decoded_fixed_values(items: dict[str, encoder.CodedTensor]) -> dict[str, np.ndarray]:
+    """The values the decoder will produce for the fixed tensors."""
+    values = {}
+    for name, item in items.items():
+        if item.mode == encoder.QUANTIZED:
+            values[name] = quantization.dequantize(item.symbols, item.step).reshape(item.record.array.shape)
+        elif item.record.is_float:
+            values[name] = np.asarray(item.record.array)
+    return values
+
+
+def latent_items(problem: Problem, params: dict) -> dict[str, encoder.CodedTensor]:
+    """Rounded latents of the trained tensors with their float32 steps, as the decoder will read them."""
+    steps = Reparameterization.bitstream_steps(params["decoder"], problem.plan)
+    items = {}
+    for name in problem.trained:
+        record = problem.records[name]
+        symbols = np.rint(np.asarray(jax.device_get(params["latents"][name]), np.float64)).astype(np.int64)
+        if symbols.size and np.max(np.abs(symbols)) > quantization.MAX_QUANTIZED_MAGNITUDE:
+            raise ValueError(f"{name}: a latent exceeds 2**23; the step collapsed during training")
+        items[name] = encoder.CodedTensor(record, encoder.LATENT, symbols=symbols.ravel(),
+                                          latent_decoder=DECODER_CODES[problem.plan[name].kind],
+                                          steps=np.asarray(steps[name], np.float32).ravel())
+    return items
+
+
+def encode_problem(problem: Problem, params: dict, fixed_items: dict[str, encoder.CodedTensor],
+                   carry_topology: bool = True, producer: str = PRODUCER) -> encoder.EncodeResult:
+    """The bitstream of a trained problem (tensor order: the model's)."""
+    trained = latent_items(problem, params)
+    planned = []
+    for item in encoder.plan_tensors(problem.model, qp=-75):
+        name = item.record.name
+        planned.append(trained.get(name) or fixed_items.get(name) or item)
+    return encoder.write_bitstream(problem.model, planned, carry_topology, producer)
+
+
+def rate_report(result: encoder.EncodeResult, problem: Problem) -> dict[str, Any]:
+    """Bytes split into latents, other tensors and topology; bits per trained parameter."""
+    latent_bytes = sum(row["bytes"] for row in result.rows if row["mode"] == "latent")
+    return {"bytes": result.total_bytes, "latent_bytes": latent_bytes, "topology_bytes": result.topology_bytes,
+            "other_bytes": result.total_bytes - latent_bytes - result.topology_bytes,
+            "latent_bits_per_param": 8 * latent_bytes / max(1, problem.trained_params),
+            "latent_ideal_bits_per_param": sum(row.get("ideal_payload_bits", 0) for row in result.rows
+                                               if row["mode"] == "latent") / max(1, problem.trained_params)}

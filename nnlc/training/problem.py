@@ -1,0 +1,88 @@
+"""An ONNX model set up for rate-distortion training: latents, decoders, entropy models, forward pass.
+
+Parameters are one pytree: {"latents": {name: phi}, "decoder": {name: {...}}, "entropy": {group: ...}}.
+The forward pass uses straight-through rounded latents, theta = D(round(phi)); the rate uses the
+learned density of phi + u, u ~ U(-1/2, 1/2) (Oktay et al., ICLR 2020, §3; Ballé et al. 2018).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import onnx
+
+from nnlc import onnx_io
+from nnlc.entropy_models.math import add_uniform_noise
+from nnlc.reparam.reparameterization import Reparameterization
+from nnlc.training import entropy
+
+
+@dataclasses.dataclass
+class Problem:
+    """Everything static about one model's training (no arrays that change)."""
+
+    model: onnx.ModelProto
+    records: dict[str, onnx_io.TensorRecord]
+    plan: dict[str, Any]  # name -> reparam.TensorPlan, for the trained tensors
+    apply: Callable[[Mapping[str, jax.Array], Mapping[str, jax.Array]], dict[str, jax.Array]]
+    fixed_weights: dict[str, np.ndarray]  # tensors that are not trained (stay as they are)
+    trained: list[str]  # names of the tensors with latents
+    group_of: dict[str, str]  # entropy-model group of each trained tensor
+    entropy_family: str
+    trained_params: int
+
+    @property
+    def original_weights(self) -> dict[str, np.ndarray]:
+        return {name: np.asarray(record.array, np.float32) for name, record in self.records.items()}
+
+
+def build_problem(model: onnx.ModelProto, config: Any, rng: jax.Array) -> tuple[Problem, dict]:
+    """Sets up the reparameterization of every float tensor and initial parameters."""
+    from nnlc.graph import from_onnx
+
+    apply, _ = from_onnx(model)
+    records = onnx_io.find_float_tensors(model)
+    latents, decoder_params, plan = Reparameterization.init(records, config.reparam.to_dict())
+    trained = [name for name in records if name in latents]
+    fixed = {name: np.asarray(records[name].array) for name in records if name not in latents}
+    plan = {name: plan[name] for name in trained}
+    decoder_params = {name: decoder_params[name] for name in trained}
+    group_of = {name: plan[name].group for name in trained}
+    init_entropy, _, _ = entropy.family(config.entropy_model)
+    groups = sorted(set(group_of.values()))
+    keys = jax.random.split(rng, max(1, len(groups)))
+    entropy_params = {group: init_entropy(key, 1) for group, key in zip(groups, keys)}
+    params = {"latents": {k: jnp.asarray(v, jnp.float32) for k, v in latents.items()},
+              "decoder": jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), decoder_params),
+              "entropy": entropy_params}
+    count = int(sum(records[name].array.size for name in trained))
+    problem = Problem(model, records, plan, apply, fixed, trained, group_of, config.entropy_model, count)
+    return problem, params
+
+
+def decoded_weights(problem: Problem, params: dict, rounding: str = "ste") -> dict[str, jax.Array]:
+    """theta = D(round(phi)) for trained tensors (STE gradient), plus the fixed tensors."""
+    weights = Reparameterization.weights(params["latents"], params["decoder"], problem.plan,
+                                         rounding="none" if rounding == "round" else rounding)
+    if rounding == "round":  # the forward pass without gradient tricks: decoders of rounded latents
+        rounded = {name: jnp.round(phi) for name, phi in params["latents"].items()}
+        weights = Reparameterization.weights(rounded, params["decoder"], problem.plan, rounding="none")
+    return {**{k: jnp.asarray(v) for k, v in problem.fixed_weights.items()}, **weights}
+
+
+def rate_bits(problem: Problem, params: dict, rng: jax.Array | None) -> jax.Array:
+    """Total bits of the latents under their entropy models: noisy latents when `rng` is given
+    (training), rounded latents otherwise (what the coder will spend, up to table quantization)."""
+    _, bits, _ = entropy.family(problem.entropy_family)
+    total = jnp.zeros((), jnp.float32)
+    keys = jax.random.split(rng, len(problem.trained)) if rng is not None else [None] * len(problem.trained)
+    for name, key in zip(problem.trained, keys):
+        phi = params["latents"][name].reshape(-1, 1)
+        x = add_uniform_noise(phi, key) if key is not None else jnp.round(phi)
+        total = total + bits(params["entropy"][problem.group_of[name]], x)
+    return total

@@ -1,0 +1,85 @@
+"""The pure, jitted training step: loss = distortion + lmbda * rate, rate in bits per parameter.
+
+Units: `rate` is bits per trained parameter (so lmbda means the same across models; DESIGN.md §4).
+`distortion` is, by mode: `supervised` cross-entropy (nats) against labels; `distill` KL(original ||
+current) in nats for classifier-like outputs (`distill_loss='kl'`) or output MSE normalised by the
+original outputs' mean square (`'mse'`); `weights` (data-free) sum of squared weight errors over the
+sum of squared weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+from nnlc.training.problem import Problem, decoded_weights, rate_bits
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array
+    params: Any
+    opt_state: Any
+
+
+def make_optimizer(config: Any) -> optax.GradientTransformation:
+    """Adam per parameter kind: latents, decoder steps and entropy models each get their own rate."""
+    transforms = {
+        "latents": optax.adam(config.learning_rate_latents),
+        "decoder": optax.adam(config.learning_rate_decoder),
+        "entropy": optax.adam(config.learning_rate_entropy),
+    }
+    return optax.multi_transform(transforms, {"latents": "latents", "decoder": "decoder", "entropy": "entropy"})
+
+
+def create_train_state(params: Any, optimizer: optax.GradientTransformation) -> TrainState:
+    return TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params))
+
+
+def distortion(problem: Problem, config: Any, weights: dict, batch: dict) -> jax.Array:
+    """Distortion of the current weights (see the module docstring for units)."""
+    mode = config.distortion
+    if mode == "weights":
+        errors = [jnp.sum((weights[n] - problem.records[n].array) ** 2) for n in problem.trained]
+        energy = sum(float((problem.records[n].array.astype("float64") ** 2).sum()) for n in problem.trained)
+        return sum(errors) / max(energy, 1e-30)
+    outputs = problem.apply(weights, batch["inputs"])
+    output = outputs[config.output_name] if config.output_name else next(iter(outputs.values()))
+    if mode == "supervised":
+        return optax.softmax_cross_entropy_with_integer_labels(output, batch["labels"]).mean()
+    if mode == "distill":
+        target = batch["targets"]
+        if config.distill_loss == "kl":
+            return jnp.mean(jnp.sum(jax.nn.softmax(target) * (jax.nn.log_softmax(target) - jax.nn.log_softmax(output)),
+                                    axis=-1))
+        return jnp.mean((output - target) ** 2) / (jnp.mean(target ** 2) + 1e-12)
+    raise ValueError(f"unknown distortion {mode!r}: supervised, distill or weights")
+
+
+def make_train_step(problem: Problem, config: Any, optimizer: optax.GradientTransformation) -> Callable:
+    """train_step(state, batch, rng) -> (state, metrics); pure, meant for jax.jit."""
+
+    def loss_fn(params, batch, rng):
+        weights = decoded_weights(problem, params, rounding="ste")
+        dist = distortion(problem, config, weights, batch)
+        rate = rate_bits(problem, params, rng) / problem.trained_params
+        return dist + config.lmbda * rate, {"distortion": dist, "bits_per_param": rate}
+
+    def train_step(state: TrainState, batch: dict, rng: jax.Array) -> tuple[TrainState, dict]:
+        (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, rng)
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = {**metrics, "loss": loss, "grad_norm": optax.global_norm(grads)}
+        return TrainState(state.step + 1, params, opt_state), metrics
+
+    return train_step
+
+
+def make_eval_rate(problem: Problem) -> Callable:
+    """Bits per parameter of the rounded latents under the current densities (no noise)."""
+    return jax.jit(lambda params: rate_bits(problem, params, None) / problem.trained_params)
