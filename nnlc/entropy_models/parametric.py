@@ -5,7 +5,8 @@ against the deep factorized density. Same interface: `logits_cdf(params, x)` wit
 Both are expressed through their CDF logits so that they share the stable bin probabilities of
 `nnlc.entropy_models.math`:
     logistic: c(x) = sigmoid(z),                         logit = z,
-    Laplace:  c(x) = 1/2 exp(z) (z < 0), 1 - 1/2 exp(-z), logit = z + sign(z) (log 2 + log1p(-exp(-|z|) / 2)),
+    Laplace:  c(x) = exp(z) / 2 (z < 0), 1 - exp(-z) / 2 (z >= 0),
+              logit = z - log 2 - log1p(-exp(z) / 2) (z < 0), z + log 2 + log1p(-exp(-z) / 2) (z >= 0),
 with z = (x - loc) / scale. (The Laplace logit follows from logit(c) = log c - log(1 - c) on each
 half; it is continuous with a continuous derivative at z = 0, and grows like z in the tails.)
 """
@@ -42,7 +43,13 @@ def laplace_logits_cdf(params: dict[str, Any], x: Any) -> Any:
     """Pre-sigmoid logits of the Laplace CDF, accurate in both tails."""
     xp = math.array_namespace(params, x)
     z = _standardized(params, x)
-    return z + xp.sign(z) * (np.log(2.0) + xp.log1p(-0.5 * xp.exp(-xp.abs(z))))
+    below = z < 0
+    # Each half evaluated on its own side of 0 only, so the branch not taken cannot overflow and
+    # the derivative at z = 0 is the true one (2), not that of sign(z).
+    z_below, z_above = xp.where(below, z, 0.0), xp.where(below, 0.0, z)
+    logits_below = z_below - np.log(2.0) - xp.log1p(-0.5 * xp.exp(z_below))
+    logits_above = z_above + np.log(2.0) + xp.log1p(-0.5 * xp.exp(-z_above))
+    return xp.where(below, logits_below, logits_above)
 
 
 def logistic_logits_cdf(params: dict[str, Any], x: Any) -> Any:

@@ -52,7 +52,7 @@ def _x64_enabled() -> bool:
 class JaxBackendRep(BackendRep):
     """A prepared model: `run(inputs)` returns the outputs as a tuple of numpy arrays."""
 
-    def __init__(self, model: onnx.ModelProto, trace_weights: bool = True):
+    def __init__(self, model: onnx.ModelProto, trace_weights: bool = True, jit: bool = True):
         graph = compile_graph(model.graph, model_opsets(model))
         initializer_names = {init.name for init in model.graph.initializer}
         self.input_names = [i.name for i in model.graph.input if i.name not in initializer_names]
@@ -61,6 +61,7 @@ class JaxBackendRep(BackendRep):
         self.static_names = _shape_deciding_names(graph) & set(self.input_names)
         self.apply, self.weights = from_onnx(model, static_inputs=self.static_names)
         self.trace_weights = trace_weights
+        self.jit = jit
 
     def _feeds(self, inputs: Any) -> dict[str, Any]:
         if isinstance(inputs, Mapping):
@@ -78,7 +79,7 @@ class JaxBackendRep(BackendRep):
             return self.apply(weights, {**dynamic, **fixed})
 
         weights = self.weights if self.trace_weights else {}
-        outputs = jax.jit(call)(weights, traced)
+        outputs = (jax.jit(call) if self.jit else call)(weights, traced)
         results = []
         for name, elem_type in zip(self.output_names, self.output_types):
             value = outputs[name]
@@ -103,7 +104,7 @@ class JaxBackend(Backend):
     @classmethod
     def prepare(cls, model: onnx.ModelProto, device: str = "CPU", **kwargs: Any) -> JaxBackendRep:
         super().prepare(model, device, **kwargs)
-        return JaxBackendRep(model, trace_weights=kwargs.get("trace_weights", True))
+        return JaxBackendRep(model, trace_weights=kwargs.get("trace_weights", True), jit=kwargs.get("jit", True))
 
     @classmethod
     def run_model(cls, model: onnx.ModelProto, inputs: Any, device: str = "CPU", **kwargs: Any) -> tuple:

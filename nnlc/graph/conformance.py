@@ -79,7 +79,7 @@ def _as_array(value: Any) -> Any:
     return numpy_helper.to_array(value) if isinstance(value, onnx.TensorProto) else value
 
 
-def run_node_test(name: str) -> Outcome:
+def run_node_test(name: str, jit: bool = True) -> Outcome:
     """Runs one node test: skipped when it uses an unsupported op or non-tensor values."""
     case = node_test_cases()[name]
     start = time.perf_counter()
@@ -87,7 +87,7 @@ def run_node_test(name: str) -> Outcome:
     if missing:
         return Outcome(name, SKIPPED, 0.0, f"unsupported ops: {', '.join(sorted(missing))}")
     try:
-        prepared = JaxBackend.prepare(case.model)
+        prepared = JaxBackend.prepare(case.model, jit=jit)
         for inputs, outputs in case.data_sets:
             inputs = [_as_array(v) for v in inputs]
             if any(isinstance(v, (list, dict)) or v is None for v in inputs):
@@ -136,12 +136,12 @@ def run_light_test(model_name: str) -> Outcome:
     return Outcome(name, PASSED, time.perf_counter() - start)
 
 
-def run_node_tests(names: Iterable[str] | None = None) -> list[Outcome]:
+def run_node_tests(names: Iterable[str] | None = None, jit: bool = True) -> list[Outcome]:
     """Runs the named node tests (all by default) with 64-bit types enabled, as ONNX's data needs."""
     names = sorted(node_test_cases()) if names is None else list(names)
     with jax.enable_x64(True), warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore")
-        return [run_node_test(name) for name in names]
+        return [run_node_test(name, jit) for name in names]
 
 
 def run_light_tests() -> list[Outcome]:

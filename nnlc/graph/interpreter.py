@@ -203,7 +203,11 @@ def _run_node(graph: CompiledGraph, node: CompiledNode, env: MutableMapping[str,
     ctx = NodeContext(op_type=node.op_type, name=node.name, attrs=node.attrs, opset=node.opset,
                       num_outputs=len(node.outputs), xp=np if use_numpy else jnp,
                       run_subgraph=run_subgraph, precision=state.precision)
-    result = spec.fn(ctx, *inputs)
+    try:
+        result = spec.fn(ctx, *inputs)
+    except Exception as error:
+        error.add_note(f"while running {node.op_type} node {node.name!r} in graph {graph.path or 'main'!r}")
+        raise
     outputs = result if isinstance(result, (tuple, list)) else (result,)
     if node.op_type == "Constant":
         outputs = (state.tensor_value(graph.path, node.outputs[0], np.asarray(outputs[0])),)

@@ -87,8 +87,11 @@ def initial_step(values: np.ndarray, qp: int | None = None, init_bits: float = D
 
 
 def _bounded_log_steps(wanted: np.ndarray, largest: np.ndarray) -> np.ndarray:
-    """log of the steps, enlarged where needed so that |latents| <= 2**23 (float32-exact integers)."""
-    floor = np.maximum(np.asarray(largest, dtype=np.float64) / MAX_LATENT_MAGNITUDE, 1e-30)
+    """log of the steps, enlarged where needed so that |round(latents)| <= 2**23 (float32-exact integers).
+
+    The margin of 1 absorbs the float32 rounding of exp(log_step).
+    """
+    floor = np.maximum(np.asarray(largest, dtype=np.float64) / (MAX_LATENT_MAGNITUDE - 1), 1e-30)
     return np.log(np.maximum(np.asarray(wanted, dtype=np.float64), floor)).astype(np.float32)
 
 

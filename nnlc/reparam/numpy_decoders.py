@@ -30,7 +30,7 @@ import numpy as np
 
 KINDS = ("scalar", "channel", "dct", "fixed")
 DECODED_KINDS = ("scalar", "channel", "dct")  # kinds with latents; 'fixed' tensors are stored exactly
-# float32 holds every integer up to 2**24 exactly; latents stay within +-2**23 (plus rounding).
+# float32 holds every integer up to 2**24 exactly; latents stay within +-2**23, as the bitstream requires.
 MAX_LATENT_MAGNITUDE = 1 << 23
 
 
@@ -119,7 +119,7 @@ def decode_numpy(kind: str, q: np.ndarray, steps: np.ndarray) -> np.ndarray:
     """Weights (float32, the shape of `q`) from integer latents `q` and float32 `steps`.
 
     Raises ValueError for an unknown kind, steps of the wrong shape, non-integer latents, or latents
-    whose magnitude exceeds 2**24 (where float32(q) would no longer be exact).
+    whose magnitude exceeds 2**23 (the bitstream's limit; float32(q) is exact up to 2**24).
     """
     q = np.asarray(q)
     if q.dtype.kind not in "iu":
@@ -130,8 +130,8 @@ def decode_numpy(kind: str, q: np.ndarray, steps: np.ndarray) -> np.ndarray:
         raise ValueError(f"steps must be float32 (as the bitstream stores them), got {steps.dtype}")
     if steps.size != int(np.prod(expected, dtype=np.int64)):
         raise ValueError(f"{steps.size} steps for a {kind} decoder of shape {q.shape}, expected shape {expected}")
-    if q.size and int(np.max(np.abs(q.astype(np.int64)))) > 2 * MAX_LATENT_MAGNITUDE:
-        raise ValueError(f"latents exceed 2**24 in magnitude; float32 cannot hold them exactly")
+    if q.size and int(np.max(np.abs(q.astype(np.int64)))) > MAX_LATENT_MAGNITUDE:
+        raise ValueError("latents exceed 2**23 in magnitude")
     values = scale_latents(q.astype(np.float32), steps.reshape(expected), kind)
     if kind == "dct":
         values = inverse_dct(values)

@@ -64,7 +64,7 @@ class Reparameterization:
             params = decoder_params[name]
             if not tensor_plan.trains_step:
                 params = jax.lax.stop_gradient(params)
-            phi = latents.get(name) if tensor_plan.has_latents else None
+            phi = latents[name] if tensor_plan.has_latents else None
             if phi is not None and rounding == "ste":
                 phi = decoders.ste_round(phi)
             decoded[name] = decoders.decode(tensor_plan.kind, phi, params)

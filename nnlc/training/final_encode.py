@@ -14,8 +14,11 @@ import numpy as np
 import onnx
 
 from nnlc import encoder, quantization
+from nnlc.coding.symbols import CodingPlan
+from nnlc.entropy_models.integer_tables import coding_plan_for
 from nnlc.decoder import latents as latent_decoders
 from nnlc.reparam.reparameterization import Reparameterization
+from nnlc.training import entropy
 from nnlc.training.problem import Problem
 
 DECODER_CODES = {"scalar": latent_decoders.SCALAR, "channel": latent_decoders.CHANNEL, "dct": latent_decoders.DCT}
@@ -40,9 +43,23 @@ def decoded_fixed_values(items: dict[str, encoder.CodedTensor]) -> dict[str, np.
     return values
 
 
-def latent_items(problem: Problem, params: dict) -> dict[str, encoder.CodedTensor]:
-    """Rounded latents of the trained tensors with their float32 steps, as the decoder will read them."""
+def learned_coding_plan(problem: Problem, params: dict, group: str) -> CodingPlan:
+    """Integer table of a group's learned density (coding mode, built once; Ballé et al. 2018)."""
+    _, _, logits_cdf = entropy.family(problem.entropy_family)
+    return coding_plan_for(logits_cdf, params["entropy"][group], channel=0)
+
+
+def latent_items(problem: Problem, params: dict, tables: str = "fitted") -> dict[str, encoder.CodedTensor]:
+    """Rounded latents of the trained tensors with their float32 steps, as the decoder will read them.
+
+    tables='fitted': each tensor's table is fitted to its integer latents (smallest, side info
+    included); 'learned': the tables of the learned entropy models (what the training rate estimated).
+    """
+    if tables not in ("fitted", "learned"):
+        raise ValueError(f"coding tables {tables!r}: fitted or learned")
     steps = Reparameterization.bitstream_steps(params["decoder"], problem.plan)
+    plans = {group: learned_coding_plan(problem, params, group) for group in set(problem.group_of.values())} \
+        if tables == "learned" else {}
     items = {}
     for name in problem.trained:
         record = problem.records[name]
@@ -51,14 +68,15 @@ def latent_items(problem: Problem, params: dict) -> dict[str, encoder.CodedTenso
             raise ValueError(f"{name}: a latent exceeds 2**23; the step collapsed during training")
         items[name] = encoder.CodedTensor(record, encoder.LATENT, symbols=symbols.ravel(),
                                           latent_decoder=DECODER_CODES[problem.plan[name].kind],
-                                          steps=np.asarray(steps[name], np.float32).ravel())
+                                          steps=np.asarray(steps[name], np.float32).ravel(),
+                                          coding_plan=plans.get(problem.group_of[name]))
     return items
 
 
 def encode_problem(problem: Problem, params: dict, fixed_items: dict[str, encoder.CodedTensor],
-                   carry_topology: bool = True, producer: str = PRODUCER) -> encoder.EncodeResult:
+                   carry_topology: bool = True, producer: str = PRODUCER, tables: str = "fitted") -> encoder.EncodeResult:
     """The bitstream of a trained problem (tensor order: the model's)."""
-    trained = latent_items(problem, params)
+    trained = latent_items(problem, params, tables)
     planned = []
     for item in encoder.plan_tensors(problem.model, qp=-75):
         name = item.record.name

@@ -142,7 +142,8 @@ def finish(problem, params, fixed_items, config, workdir: str, batches, original
     from nnlc.decoder import decode_bitstream
 
     started = time.perf_counter()
-    encoded = final_encode.encode_problem(problem, params, fixed_items, producer=f"nnlc learned lmbda={config.lmbda}")
+    encoded = final_encode.encode_problem(problem, params, fixed_items, producer=f"nnlc learned lmbda={config.lmbda}",
+                                          tables=config.coding_tables)
     encode_s = time.perf_counter() - started
     atomic_write(os.path.join(workdir, "model.nnlc"), encoded.bitstream)
     started = time.perf_counter()

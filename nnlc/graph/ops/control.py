@@ -38,7 +38,12 @@ def if_op(ctx: NodeContext, condition: Any) -> tuple[Any, ...]:
     def branch(name: str):
         return lambda: [jnp.asarray(v) for v in ctx.run_subgraph(name, [])]
 
-    return tuple(lax.cond(jnp.reshape(condition, ()).astype(bool), branch("then_branch"), branch("else_branch")))
+    try:
+        return tuple(lax.cond(jnp.reshape(condition, ()).astype(bool), branch("then_branch"), branch("else_branch")))
+    except Exception as error:
+        error.add_note("the If condition is only known at run time, so both branches were traced with these "
+                       "shapes; pass the graph inputs the condition depends on as numpy arrays to pick one")
+        raise
 
 
 @register("Loop")

@@ -1,0 +1,1 @@
+"""Backends that run JobSpecs: `local` (subprocesses), `xmanager` (xm_local), `slurm` (submitit)."""
