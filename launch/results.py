@@ -14,8 +14,9 @@ differ between runs, lmbda aside):
 - Targets: the quality target is the metric's transparency threshold from `nnlc.fidelity`
   (classifier agreement 0.99, KL 0.01, VAD agreement 0.99, mean abs diff 0.01, cosine 0.995), or
   for labelled accuracy the uncompressed accuracy minus `max_accuracy_drop`, or else the best
-  quality every variant reaches. The size target is the largest of the variants' smallest sizes,
-  so every variant has a measured point at or below it. Both can be given explicitly.
+  quality every curve reaches. The size target is the largest of the curves' smallest sizes, so
+  every curve has a measured point at or below it. Both can be given explicitly. NNCodec, when
+  its benchmark JSON carries the metric, is one more curve.
 - Best point: the smallest measured point that meets the quality target; if none does, the
   highest-quality point (marked as missing the target).
 """
@@ -70,7 +71,9 @@ class Metric:
         return a > b if self.higher_is_better else a < b
 
     def meets(self, value: float, target: float) -> bool:
-        return value >= target if self.higher_is_better else value <= target
+        """value reaches target; a float-rounding margin keeps e.g. 0.95 >= 0.96 - 0.01 true."""
+        margin = 1e-9 * max(1.0, abs(target))
+        return value >= target - margin if self.higher_is_better else value <= target + margin
 
 
 @dataclasses.dataclass
@@ -139,7 +142,7 @@ def variant_keys(runs: Sequence[Run]) -> list[str]:
 
 
 def variant_label(run: Run, keys: Sequence[str]) -> str:
-    return ",".join(f"{key}={run.config.get(key)}" for key in keys) or "default"
+    return ",".join(f"{key}={run.config.get(key)}" for key in keys) or "nnlc"
 
 
 def group_by_variant(runs: Sequence[Run]) -> dict[str, list[Run]]:
@@ -215,7 +218,7 @@ def default_quality_target(curves: Mapping[str, Sequence[CurvePoint]], metric: M
 
 
 def default_size_target(curves: Mapping[str, Sequence[CurvePoint]]) -> float | None:
-    """The largest of the variants' smallest sizes: every variant has a point at or below it."""
+    """The largest of the curves' smallest sizes: every curve has a point at or below it."""
     smallest = [min(p.size for p in points) for points in curves.values() if points]
     return max(smallest) if smallest else None
 
@@ -236,10 +239,10 @@ def size_at_quality(points: Sequence[CurvePoint], target: float, metric: Metric)
     if not front:
         return None, "not reached"
     if metric.meets(front[0].quality, target):
-        return front[0].size, ("" if front[0].quality == target else "<=")
+        return front[0].size, ("" if math.isclose(front[0].quality, target, rel_tol=1e-9) else "<=")
     for lower, upper in zip(front, front[1:]):
         if metric.meets(upper.quality, target):
-            t = (target - lower.quality) / (upper.quality - lower.quality)
+            t = min(1.0, max(0.0, (target - lower.quality) / (upper.quality - lower.quality)))
             return math.exp(math.log(lower.size) + t * (math.log(upper.size) - math.log(lower.size))), ""
     return None, "not reached"
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import sys
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -92,7 +93,8 @@ def main(argv: list[str]) -> int:
         max_parallel = max_parallel or local.default_max_parallel(FLAGS.cpus or 1)
         threads = local.threads_per_job(max_parallel, FLAGS.cpus)
     jobs = jobs_lib.build_jobs(points, config=config_spec, root=root, resources=resources,
-                               common_overrides=common, threads_per_job=threads)
+                               common_overrides=common, threads_per_job=threads,
+                               python="python" if remote else sys.executable)  # a container's python
     finished = sum(jobs_lib.is_finished(job.workdir) for job in jobs)
     print(f"{len(jobs)} points from {config_spec} in {root} ({finished} finished); backend {FLAGS.backend}"
           + (f", {max_parallel} at a time, {threads} thread(s) each" if FLAGS.backend == "local" else ""),

@@ -139,6 +139,12 @@ def test_tails_are_positive_finite_and_have_finite_gradients(name):
     assert np.isfinite(float(value))
     assert value == pytest.approx(-np.log2(1e-9) * grid.size, rel=1e-5)  # all at the bound
     assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(gradient))
+    # Without the bound the rate stays in log space: finite, large, with finite gradients.
+    unbounded = functools.partial(math.bits, model.logits_cdf, x=jnp.asarray(grid[1:-1]),
+                                  likelihood_bound=0.0)
+    value, gradient = jax.jit(jax.value_and_grad(unbounded))(params)
+    assert np.isfinite(float(value)) and float(value) > 4 * 3 * 30
+    assert all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(gradient))
 
 
 def test_quantiles_of_a_laplace_match_the_closed_form():
@@ -189,7 +195,7 @@ def test_rounded_latent_bits_equal_minus_log2_of_the_pmf():
 
 def _fit(model, data: np.ndarray, steps: int, learning_rate: float = 2e-2):
     """Minimises the rate of noisy latents (data + u) by full-batch Adam; returns params."""
-    params = model.init(jax.random.key(0), jnp.zeros((1, data.shape[1])))["params"]
+    params = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, data.shape[1])))["params"]
     optimizer = optax.adam(learning_rate)
     x = jnp.asarray(data, jnp.float32)
 
@@ -286,6 +292,6 @@ def test_integer_table_coding_round_trips_any_integers_through_the_escape(values
 
 def test_laplace_logits_are_smooth_at_the_location():
     params = {"loc": jnp.zeros((1,)), "log_scale": jnp.zeros((1,))}
-    slope = jax.vmap(jax.grad(lambda z: parametric.laplace_logits_cdf(params, z[None])[0]))(
-        jnp.array([-1e-4, 0.0, 1e-4]))
+    logit = lambda z: parametric.laplace_logits_cdf(params, z[None])[0]
+    slope = jax.jit(jax.vmap(jax.grad(logit)))(jnp.array([-1e-4, 0.0, 1e-4]))
     np.testing.assert_allclose(slope, 2.0, rtol=1e-3)  # d logit(c) / dz = c' / (c (1 - c)) = 2 at 0

@@ -186,8 +186,9 @@ def run_nncodec(
     Returns a dict with ``bytes`` (bitstream + raw), ``bitstream_bytes``, ``raw_bytes``,
     ``params``, ``coded_params``, ``bits_per_param`` (8 * bytes / params), ``mse``,
     ``mse_weights``, ``max_abs_err``, ``per_tensor`` (name -> shape, numel, mse, max_abs_err,
-    qp or raw reason), ``encode_s``, ``decode_s``, ``decode_s_all``, ``loadavg_1m`` (at the
-    end of the worker run), ``wall_s``, ``qp``, ``use_dq``,
+    qp or raw reason), ``encode_s``, ``decode_s``, ``decode_s_all`` (wall clock),
+    ``encode_cpu_s``, ``decode_cpu_s`` (worker CPU time; NNCodec is single-threaded),
+    ``loadavg_1m`` (at the end of the worker run), ``wall_s``, ``qp``, ``use_dq``,
     ``nonweight_qp``, ``nncodec_version``, ``raw`` and (optionally) ``decoded``.
 
     Raises:
@@ -285,6 +286,8 @@ def run_nncodec(
         "encode_s": float(res["encode_s"]),
         "decode_s": float(res["decode_s"]),
         "decode_s_all": res.get("decode_s_all", [res["decode_s"]]),
+        "encode_cpu_s": res.get("encode_cpu_s"),
+        "decode_cpu_s": res.get("decode_cpu_s"),
         "loadavg_1m": res.get("loadavg_1m"),
         "wall_s": wall,
         "per_tensor": per_tensor,

@@ -198,6 +198,8 @@ def bench_model(name: str, path: Path, qps: list[int], use_dq: bool, nonweight_q
             "encode_s": r["encode_s"],
             "decode_s": r["decode_s"],
             "decode_s_all": r["decode_s_all"],
+            "encode_cpu_s": r["encode_cpu_s"],
+            "decode_cpu_s": r["decode_cpu_s"],
             "wall_s": r["wall_s"],
             "loadavg_1m": r["loadavg_1m"],
         }
@@ -205,8 +207,8 @@ def bench_model(name: str, path: Path, qps: list[int], use_dq: bool, nonweight_q
             run["qp_clipped_by_nncodec"] = clipped
         entry["runs"].append(run)
         log(f"  qp {qp}: {r['bytes']:,} B ({run['pct_of_float32']:.1f}%), {r['bits_per_param']:.3f} b/p, "
-            f"mse {r['mse']:.3e}, enc {r['encode_s']:.2f} s, dec {r['decode_s']:.2f} s, "
-            f"load {r['loadavg_1m']:.1f}")
+            f"mse {r['mse']:.3e}, enc {r['encode_s']:.2f} s (cpu {r['encode_cpu_s']:.2f}), "
+            f"dec {r['decode_s']:.2f} s (cpu {r['decode_cpu_s']:.2f}), load {r['loadavg_1m']:.1f}")
     return entry
 
 
@@ -247,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
                      "raw": "0-d tensors and tensors with inf/nan kept raw (4 B/element)",
                      "mse": "over every element NNCodec quantized",
                      "decode_s": f"fastest of {args.decode_repeats} decodes; encode_s is one run",
-                     "timing_note": "2 CPU cores shared with other jobs: see loadavg_1m per run"},
+                     "timing_note": "2 CPU cores shared with other jobs: see loadavg_1m per run; "
+                                    "*_cpu_s is the worker's CPU time (NNCodec is single-threaded)"},
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                     "python": sys.version.split()[0]},
         "command": "python -m benchmarks.nncodec_baseline.run_shared_models " + " ".join(sys.argv[1:] if argv is None else argv),

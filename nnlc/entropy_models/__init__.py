@@ -30,6 +30,5 @@ __all__ = [
     "DeepFactorized", "Laplace", "Logistic",
     "add_uniform_noise", "bin_probabilities", "bits", "bits_per_element", "channel_params",
     "coding_plan_for", "integer_table", "log_bin_probabilities", "lower_bound", "pmf", "quantiles",
-    "quantiles_at_logits",
-    "ste_round", "support", "to_integer_table",
+    "quantiles_at_logits", "ste_round", "support", "to_integer_table",
 ]

@@ -33,6 +33,7 @@ DEFAULT_LIKELIHOOD_BOUND = 1e-9
 # Smallest CDF-logit difference used in log-space bin probabilities: keeps log(-expm1(-d)) and its
 # gradient finite when two logits are equal in floating point.
 _MIN_LOGIT_GAP = 1e-30
+_LN2 = float(np.log(2.0))  # a Python float: keeps jax arrays in their own dtype
 
 
 def array_namespace(*trees: Any) -> ModuleType:
@@ -153,11 +154,12 @@ def bits_per_element(logits_cdf: LogitsCdf, params: Params, x: jax.Array,
     x are noisy latents (phi + u) for the training rate, or rounded latents for the rate of the
     integers actually coded. The likelihood is bounded in probability space with the
     identity-if-towards gradient, so a latent far in the tail still pulls the density towards it.
+    likelihood_bound = 0 gives the unbounded rate, computed in log space.
     """
-    likelihood = jnp.exp(log_noisy_likelihood(logits_cdf, params, x))
-    if likelihood_bound > 0:
-        likelihood = lower_bound(likelihood, likelihood_bound)
-    return -jnp.log2(likelihood)
+    log_likelihood = log_noisy_likelihood(logits_cdf, params, x)
+    if likelihood_bound <= 0:  # unbounded: stay in log space, finite however far the tail
+        return -log_likelihood / _LN2
+    return -jnp.log2(lower_bound(jnp.exp(log_likelihood), likelihood_bound))
 
 
 def bits(logits_cdf: LogitsCdf, params: Params, x: jax.Array,

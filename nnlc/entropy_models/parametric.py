@@ -23,6 +23,7 @@ from nnlc.entropy_models import math
 
 DEFAULT_INIT_SCALE = 10.0
 MIN_SCALE = 1e-3  # keeps z finite when a channel's latents are all equal
+_LN2 = float(np.log(2.0))
 
 
 def init_params(channels: int, init_scale: float = DEFAULT_INIT_SCALE) -> dict[str, jax.Array]:
@@ -47,8 +48,8 @@ def laplace_logits_cdf(params: dict[str, Any], x: Any) -> Any:
     # Each half evaluated on its own side of 0 only, so the branch not taken cannot overflow and
     # the derivative at z = 0 is the true one (2), not that of sign(z).
     z_below, z_above = xp.where(below, z, 0.0), xp.where(below, 0.0, z)
-    logits_below = z_below - np.log(2.0) - xp.log1p(-0.5 * xp.exp(z_below))
-    logits_above = z_above + np.log(2.0) + xp.log1p(-0.5 * xp.exp(-z_above))
+    logits_below = z_below - _LN2 - xp.log1p(-0.5 * xp.exp(z_below))
+    logits_above = z_above + _LN2 + xp.log1p(-0.5 * xp.exp(-z_above))
     return xp.where(below, logits_below, logits_above)
 
 

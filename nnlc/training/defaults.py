@@ -17,8 +17,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.num_steps = 300
     config.batch_size = 64
     config.seed = 0
-    config.learning_rate_latents = 0.05  # latents are in units of quantization bins
-    config.learning_rate_decoder = 1e-3  # log-steps
+    config.latent_units = "step_scaled"  # step_scaled (latents shrink as steps grow) | bins (EPR's free latents)
+    config.learning_rate_latents = 0.05  # latents are in units of quantization bins (of the initial step)
+    config.learning_rate_decoder = 1e-2  # log-steps
     config.learning_rate_entropy = 1e-2
     config.entropy_model = "deep_factorized"  # deep_factorized | laplace | logistic
     config.coding_tables = "fitted"  # fitted (to the final latents, smallest) | learned (the entropy models')

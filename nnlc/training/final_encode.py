@@ -19,7 +19,7 @@ from nnlc.entropy_models.integer_tables import coding_plan_for
 from nnlc.decoder import latents as latent_decoders
 from nnlc.reparam.reparameterization import Reparameterization
 from nnlc.training import entropy
-from nnlc.training.problem import Problem
+from nnlc.training.problem import Problem, effective_latents
 
 DECODER_CODES = {"scalar": latent_decoders.SCALAR, "channel": latent_decoders.CHANNEL, "dct": latent_decoders.DCT}
 
@@ -58,12 +58,13 @@ def latent_items(problem: Problem, params: dict, tables: str = "fitted") -> dict
     if tables not in ("fitted", "learned"):
         raise ValueError(f"coding tables {tables!r}: fitted or learned")
     steps = Reparameterization.bitstream_steps(params["decoder"], problem.plan)
+    latents = jax.jit(lambda p: effective_latents(problem, p))(params)
     plans = {group: learned_coding_plan(problem, params, group) for group in set(problem.group_of.values())} \
         if tables == "learned" else {}
     items = {}
     for name in problem.trained:
         record = problem.records[name]
-        symbols = np.rint(np.asarray(jax.device_get(params["latents"][name]), np.float64)).astype(np.int64)
+        symbols = np.rint(np.asarray(jax.device_get(latents[name]), np.float64)).astype(np.int64)
         if symbols.size and np.max(np.abs(symbols)) > quantization.MAX_QUANTIZED_MAGNITUDE:
             raise ValueError(f"{name}: a latent exceeds 2**23; the step collapsed during training")
         items[name] = encoder.CodedTensor(record, encoder.LATENT, symbols=symbols.ravel(),

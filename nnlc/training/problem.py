@@ -35,6 +35,7 @@ class Problem:
     group_of: dict[str, str]  # entropy-model group of each trained tensor
     entropy_family: str
     trained_params: int
+    initial_log_steps: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # step_scaled latents
 
     @property
     def original_weights(self) -> dict[str, np.ndarray]:
@@ -61,17 +62,45 @@ def build_problem(model: onnx.ModelProto, config: Any, rng: jax.Array) -> tuple[
               "decoder": jax.tree.map(lambda x: jnp.asarray(x, jnp.float32), decoder_params),
               "entropy": entropy_params}
     count = int(sum(records[name].array.size for name in trained))
-    problem = Problem(model, records, plan, apply, fixed, trained, group_of, config.entropy_model, count)
+    initial = {}
+    if config.get("latent_units", "step_scaled") == "step_scaled":
+        initial = {name: np.asarray(decoder_params[name]["log_step"], np.float32) for name in trained
+                   if plan[name].trains_step}
+    elif config.latent_units != "bins":
+        raise ValueError(f"latent_units {config.latent_units!r}: step_scaled or bins")
+    problem = Problem(model, records, plan, apply, fixed, trained, group_of, config.entropy_model, count, initial)
     return problem, params
+
+
+def _broadcast_step(kind: str, log_step: jax.Array, ndim: int) -> jax.Array:
+    if kind == "channel":
+        return log_step.reshape((-1,) + (1,) * (ndim - 1))
+    return log_step  # scalar: [], dct: the spatial shape, which broadcasts over [O, I]
+
+
+def effective_latents(problem: Problem, params: dict) -> dict[str, jax.Array]:
+    """The latents the decoders and entropy models see.
+
+    'bins' (EPR's original): the free parameters phi themselves. 'step_scaled' (default): the free
+    parameters are latents at the initial step, phi = phi0 * step0 / step, so that growing a step
+    shrinks its latents and the rate responds to the step directly (like learned step sizes in
+    quantization-aware training); the coded integers are round(phi) either way.
+    """
+    latents = dict(params["latents"])
+    for name, log_step0 in problem.initial_log_steps.items():
+        kind = problem.plan[name].kind
+        log_step = params["decoder"][name]["log_step"]
+        scale = jnp.exp(_broadcast_step(kind, log_step0 - log_step, latents[name].ndim))
+        latents[name] = latents[name] * scale
+    return latents
 
 
 def decoded_weights(problem: Problem, params: dict, rounding: str = "ste") -> dict[str, jax.Array]:
     """theta = D(round(phi)) for trained tensors (STE gradient), plus the fixed tensors."""
-    weights = Reparameterization.weights(params["latents"], params["decoder"], problem.plan,
-                                         rounding="none" if rounding == "round" else rounding)
+    latents = effective_latents(problem, params)
     if rounding == "round":  # the forward pass without gradient tricks: decoders of rounded latents
-        rounded = {name: jnp.round(phi) for name, phi in params["latents"].items()}
-        weights = Reparameterization.weights(rounded, params["decoder"], problem.plan, rounding="none")
+        latents, rounding = {name: jnp.round(phi) for name, phi in latents.items()}, "none"
+    weights = Reparameterization.weights(latents, params["decoder"], problem.plan, rounding=rounding)
     return {**{k: jnp.asarray(v) for k, v in problem.fixed_weights.items()}, **weights}
 
 
@@ -81,8 +110,9 @@ def rate_bits(problem: Problem, params: dict, rng: jax.Array | None) -> jax.Arra
     _, bits, _ = entropy.family(problem.entropy_family)
     total = jnp.zeros((), jnp.float32)
     keys = jax.random.split(rng, len(problem.trained)) if rng is not None else [None] * len(problem.trained)
+    latents = effective_latents(problem, params)
     for name, key in zip(problem.trained, keys):
-        phi = params["latents"][name].reshape(-1, 1)
+        phi = latents[name].reshape(-1, 1)
         x = add_uniform_noise(phi, key) if key is not None else jnp.round(phi)
         total = total + bits(params["entropy"][problem.group_of[name]], x)
     return total
