@@ -4,7 +4,7 @@
         [--nncodec_json=benchmarks/results/nncodec_shared_models.json] [--x_axis=bits_per_param]
 
 Every result.json below the given directories is one point. Per model (config.model) it writes
-`rate_fidelity_<model>.png` (x: size in bytes or bits/param, log scale; y: the evaluation metric,
+`rate_fidelity_<model>.png` (x: size in bytes or bits/param, log scale past a 10x span; y: the evaluation metric,
 chosen automatically: accuracy, top1_agreement_confident, decision_agreement, mean_cosine, mean_kl,
 mean_abs_diff, in that order; one curve per config variant; NNCodec beside it when the benchmark
 JSON has the same model), and for all models `results.csv` and `report.md`. When runs differ in
@@ -34,6 +34,7 @@ flags.DEFINE_string("metric", None, "Evaluation key for the quality axis (defaul
 flags.DEFINE_float("quality_target", None, "Quality for 'size at matched quality' (default: see results.py).")
 flags.DEFINE_float("size_target", None, "Size for 'quality at matched size' (default: see results.py).")
 flags.DEFINE_float("max_accuracy_drop", 0.01, "Default quality target for accuracy: uncompressed minus this.")
+
 
 @dataclasses.dataclass
 class ReportOptions:

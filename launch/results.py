@@ -304,7 +304,8 @@ def ablation(curves: Mapping[str, Sequence[CurvePoint]], metric: Metric, quality
     return rows
 
 
-def load_baseline(path: str, model: str, metric: Metric | None, size_key: str = "bytes") -> tuple[list[dict], list[CurvePoint]]:
+def load_baseline(path: str, model: str, metric: Metric | None,
+                  size_key: str = "bytes") -> tuple[list[dict], list[CurvePoint]]:
     """NNCodec runs for `model` from a benchmark JSON ({'models': {name: {'file', 'runs'}}}).
 
     Returns (all runs, the runs that carry `metric` as curve points). A run carries the metric as

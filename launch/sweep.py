@@ -72,70 +72,89 @@ def describe(job: jobs_lib.JobSpec, backend_view: object) -> str:
     return f"{job.name}\n  {env} {shlex.join(job.command)}\n  {backend_view}"
 
 
+def run_local(jobs: list[jobs_lib.JobSpec], max_parallel: int) -> int:
+    from launch.backends import local
+
+    if FLAGS.dry_run:
+        for job in jobs:
+            print(describe(job, "finished" if jobs_lib.is_finished(job.workdir) else "to run"))
+        return 0
+    try:
+        failed = local.run_local(jobs, max_parallel=max_parallel)
+    except KeyboardInterrupt:
+        print("interrupted: the same command resumes the unfinished points")
+        return 130
+    print(f"{len(jobs) - failed} of {len(jobs)} points finished" + (f", {failed} failed" if failed else ""))
+    return 1 if failed else 0
+
+
+def submit_slurm(jobs: list[jobs_lib.JobSpec], resources: jobs_lib.Resources, name: str, root: str) -> int:
+    from launch.backends import slurm
+
+    extra = key_values(FLAGS.slurm_extra)
+    params = slurm.submitit_parameters(resources, name=name, max_parallel=FLAGS.max_parallel, extra=extra)
+    if FLAGS.dry_run:
+        for job in jobs:
+            print(describe(job, f"submitit: {params}"))
+        return 0
+    folder = FLAGS.slurm_folder or os.path.join(root, "slurm")
+    ids = slurm.submit_slurm(jobs, folder=folder, name=name, max_parallel=FLAGS.max_parallel, extra=extra,
+                             cluster=FLAGS.slurm_cluster)
+    for job, job_id in zip(jobs, ids):
+        print(f"submitted {job_id} {job.name}  log: {job.log_path}")
+    return 0
+
+
+def launch_xmanager(jobs: list[jobs_lib.JobSpec], resources: jobs_lib.Resources, name: str) -> int:
+    from launch.backends import xmanager
+
+    if FLAGS.dry_run:
+        requirements = xmanager.xm_requirements(resources, FLAGS.xm_executor)
+        for job in jobs:
+            print(describe(job, f"xm.JobRequirements({requirements})"))
+        return 0
+    experiment_id = xmanager.launch_xmanager(jobs, title=FLAGS.xm_title or name, executor=FLAGS.xm_executor,
+                                             base_image=FLAGS.xm_base_image)
+    print(f"xmanager experiment {experiment_id}: {len(jobs)} jobs")
+    return 0
+
+
 def main(argv: list[str]) -> int:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     config_spec = FLAGS["config"].config_filename
     config_path, config_arg = points_lib.split_config_arg(config_spec)
-    points = points_lib.collect_points(points_lib.load_config_module(config_path), config_arg)
-    points_lib.check_points(points, FLAGS.config)
-    common = config_flags.get_override_values(FLAGS["config"])
-    resources = resources_from_flags()
+    try:
+        points = points_lib.collect_points(points_lib.load_config_module(config_path), config_arg)
+        points_lib.check_points(points, FLAGS.config)
+        resources = resources_from_flags()
+    except (OSError, ValueError) as error:
+        print(f"launch.sweep: {error}", file=sys.stderr)
+        return 2
     remote = FLAGS.backend == "xmanager" and FLAGS.xm_executor != "local"
     root = FLAGS.workdir if remote or "://" in FLAGS.workdir else os.path.abspath(FLAGS.workdir)
     name = f"nnlc-{os.path.splitext(os.path.basename(config_path))[0]}"
 
-    threads = None
-    max_parallel = FLAGS.max_parallel
+    threads = max_parallel = None
     if FLAGS.backend == "local":
         from launch.backends import local
 
-        max_parallel = max_parallel or local.default_max_parallel(FLAGS.cpus or 1)
+        max_parallel = FLAGS.max_parallel or local.default_max_parallel(FLAGS.cpus or 1)
         threads = local.threads_per_job(max_parallel, FLAGS.cpus)
     jobs = jobs_lib.build_jobs(points, config=config_spec, root=root, resources=resources,
-                               common_overrides=common, threads_per_job=threads,
+                               common_overrides=config_flags.get_override_values(FLAGS["config"]),
+                               threads_per_job=threads,
                                python="python" if remote else sys.executable)  # a container's python
     finished = sum(jobs_lib.is_finished(job.workdir) for job in jobs)
     print(f"{len(jobs)} points from {config_spec} in {root} ({finished} finished); backend {FLAGS.backend}"
           + (f", {max_parallel} at a time, {threads} thread(s) each" if FLAGS.backend == "local" else ""),
           flush=True)
-
     if FLAGS.backend == "local":
-        if FLAGS.dry_run:
-            for job in jobs:
-                print(describe(job, "finished" if jobs_lib.is_finished(job.workdir) else "to run"))
-            return 0
-        failed = local.run_local(jobs, max_parallel=max_parallel)
-        print(f"{len(jobs) - failed} of {len(jobs)} points finished" + (f", {failed} failed" if failed else ""))
-        return 1 if failed else 0
-
+        return run_local(jobs, max_parallel)
     pending = [job for job in jobs if not jobs_lib.is_finished(job.workdir)]
     if FLAGS.backend == "slurm":
-        from launch.backends import slurm
-
-        extra = key_values(FLAGS.slurm_extra)
-        params = slurm.submitit_parameters(resources, name=name, max_parallel=max_parallel, extra=extra)
-        if FLAGS.dry_run:
-            for job in pending:
-                print(describe(job, f"submitit: {params}"))
-            return 0
-        folder = FLAGS.slurm_folder or os.path.join(root, "slurm")
-        ids = slurm.submit_slurm(pending, folder=folder, name=name, max_parallel=max_parallel, extra=extra,
-                                 cluster=FLAGS.slurm_cluster)
-        for job, job_id in zip(pending, ids):
-            print(f"submitted {job_id} {job.name}  log: {job.log_path}")
-        return 0
-
-    from launch.backends import xmanager
-
-    if FLAGS.dry_run:
-        for job in pending:
-            print(describe(job, f"xm.JobRequirements({xmanager.xm_requirements(resources, FLAGS.xm_executor)})"))
-        return 0
-    experiment_id = xmanager.launch_xmanager(pending, title=FLAGS.xm_title or name, executor=FLAGS.xm_executor,
-                                             base_image=FLAGS.xm_base_image)
-    print(f"xmanager experiment {experiment_id}: {len(pending)} jobs")
-    return 0
+        return submit_slurm(pending, resources, name, root)
+    return launch_xmanager(pending, resources, name)
 
 
 if __name__ == "__main__":

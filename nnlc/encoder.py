@@ -97,11 +97,11 @@ def plan_tensors(model: onnx.ModelProto, qp: int | None = None, nonweight_qp: in
         values = record.array.astype(np.float32)
         step32 = quantization.usable_step(values, step)
         symbols = quantization.quantize(values, step32)
-        if record.array.size <= RAW_IF_SMALLER_ELEMENTS and \
-                symbol_coding.plan_coding(symbols).estimated_bits >= 8 * record.array.nbytes:
+        plan = symbol_coding.plan_coding(symbols) if record.array.size <= RAW_IF_SMALLER_ELEMENTS else None
+        if plan is not None and plan.estimated_bits >= 8 * record.array.nbytes:
             planned.append(CodedTensor(record, RAW, lossless_reason="raw is smaller than quantized"))
             continue
-        planned.append(CodedTensor(record, QUANTIZED, step32, symbols))
+        planned.append(CodedTensor(record, QUANTIZED, step32, symbols, coding_plan=plan))
     return planned
 
 
@@ -214,7 +214,8 @@ def estimated_bits(planned: list[CodedTensor]) -> float:
         if item.mode == RAW:
             total += 8 * item.record.array.nbytes
         else:
-            total += symbol_coding.plan_coding(item.symbols).estimated_bits
+            item.coding_plan = item.coding_plan or symbol_coding.plan_coding(item.symbols)
+            total += item.coding_plan.estimated_bits
     return total
 
 

@@ -61,7 +61,8 @@ NESTED_CONFIG = """
 
 
 def test_point_names_are_sorted_deterministic_and_path_safe():
-    assert points.point_name({"reparam.conv_decoder": "scalar", "lmbda": 0.1}) == "lmbda=0.1,reparam.conv_decoder=scalar"
+    name = points.point_name({"reparam.conv_decoder": "scalar", "lmbda": 0.1})
+    assert name == "lmbda=0.1,reparam.conv_decoder=scalar"
     assert points.point_name({"lmbda": 1e-05, "flag": True}) == "flag=true,lmbda=1e-05"
     assert points.point_name({"model": "../shared/models/x.onnx"}) == "model=.._shared_models_x.onnx"
     long_a, long_b = ({"name": c * 300} for c in "ab")

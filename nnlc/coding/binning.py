@@ -47,8 +47,12 @@ def floor_log2(values: np.ndarray) -> np.ndarray:
     return result
 
 
-def to_bins(values: np.ndarray, binning: Binning) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Signed bins, raw offsets and raw bit counts of integer values (each an int64 array)."""
+def to_bins(values: np.ndarray, binning: Binning, octaves: np.ndarray | None = None
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Signed bins, raw offsets and raw bit counts of integer values (each an int64 array).
+
+    `octaves` (floor_log2 of |values|, any value where |v| = 0) may be given to save recomputing it.
+    """
     values = np.asarray(values, dtype=np.int64)
     magnitude = np.abs(values)
     if magnitude.size and int(magnitude.max()) >= (1 << MAX_MAGNITUDE_LOG2):
@@ -60,7 +64,7 @@ def to_bins(values: np.ndarray, binning: Binning) -> tuple[np.ndarray, np.ndarra
     nbits = np.zeros_like(magnitude)
     if big.any():
         big_magnitude = magnitude[big]
-        octave = floor_log2(big_magnitude)
+        octave = floor_log2(big_magnitude) if octaves is None else np.asarray(octaves)[big]
         shift = octave - binning.mantissa_bits
         mantissa = (big_magnitude >> shift) - (1 << binning.mantissa_bits)
         bins[big] = exact_limit + ((octave - binning.exact_log2) << binning.mantissa_bits) + mantissa

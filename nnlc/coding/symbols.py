@@ -14,7 +14,7 @@ import math
 import constriction
 import numpy as np
 
-from nnlc.coding.binning import Binning, from_bins, pack_bits, raw_bit_counts, to_bins, unpack_bits
+from nnlc.coding.binning import Binning, floor_log2, from_bins, pack_bits, raw_bit_counts, to_bins, unpack_bits
 from nnlc.coding.tables import Table, ideal_bits, table_from_counts
 
 PRECISIONS = (16, 14, 12, 10, 8)
@@ -51,8 +51,9 @@ class CodingPlan:
     payload_bits: float
 
 
-def _binned_histogram(unique_values: np.ndarray, counts: np.ndarray, binning: Binning):
-    bins, _, nbits = to_bins(unique_values, binning)
+def _binned_histogram(unique_values: np.ndarray, counts: np.ndarray, binning: Binning,
+                      octaves: np.ndarray | None = None):
+    bins, _, nbits = to_bins(unique_values, binning, octaves)
     bin_values, inverse = np.unique(bins, return_inverse=True)
     bin_counts = np.bincount(inverse, weights=counts).astype(np.int64)
     raw_bits = int(np.sum(counts * nbits))
@@ -60,32 +61,50 @@ def _binned_histogram(unique_values: np.ndarray, counts: np.ndarray, binning: Bi
     return bin_values, bin_counts, raw_bits, raw_symbols
 
 
-def plan_coding(values: np.ndarray) -> CodingPlan:
-    """Searches binnings and precisions for the smallest size of `values` (ideal code length)."""
+def _entropy_bits(counts: np.ndarray) -> float:
+    total = counts.sum()
+    return float(np.sum(counts * np.log2(total / counts))) if total else 0.0
+
+
+def plan_coding(values: np.ndarray, finalists: int = 3) -> CodingPlan:
+    """Searches binnings and precisions for the smallest size of `values` (ideal code length).
+
+    Binnings are ranked by the empirical entropy of their bins plus raw bits, an estimate of the
+    table's size at 16-bit precision and the raw-symbol penalty; the best `finalists` get exact
+    integer tables at every precision, and the smallest total wins.
+    """
     unique_values, counts = np.unique(np.asarray(values, dtype=np.int64), return_counts=True)
     max_magnitude = int(np.max(np.abs(unique_values))) if unique_values.size else 0
     top = max(1, max_magnitude.bit_length())
-    best: CodingPlan | None = None
     candidates = [(m, e) for m in MANTISSA_BITS for e in range(m, max(m, top) + 1)]
     if not candidates or max_magnitude < 2:
         candidates = [(0, max(1, top))]
+    total = float(counts.sum())
+    octaves = floor_log2(np.maximum(np.abs(unique_values), 1))
+    ranked = []
     for mantissa_bits, exact_log2 in candidates:
         binning = Binning(exact_log2, mantissa_bits)
-        bin_values, bin_counts, raw_bits, raw_symbols = _binned_histogram(unique_values, counts, binning)
+        bin_values, bin_counts, raw_bits, raw_symbols = _binned_histogram(unique_values, counts, binning, octaves)
         first, last = int(bin_values[0]), int(bin_values[-1])
         if last - first + 1 > 1 << 16:
             continue
         dense_counts = np.zeros(last - first + 1, dtype=np.int64)
         dense_counts[bin_values - first] = bin_counts
+        approximate_table = 8 * (_varint_length(np.maximum(1, dense_counts * (65536.0 / total))) + 4)
+        estimate = _entropy_bits(bin_counts) + raw_bits + approximate_table + RAW_SYMBOL_PENALTY_BITS * raw_symbols
+        ranked.append((estimate, binning, first, dense_counts, raw_bits, raw_symbols))
+    ranked.sort(key=lambda entry: entry[0])
+    best: CodingPlan | None = None
+    for _, binning, first, dense_counts, raw_bits, raw_symbols in ranked[:finalists]:
         for precision in PRECISIONS:
             if np.count_nonzero(dense_counts) > 1 << precision:
                 break
             table = table_from_counts(first, dense_counts, precision)
             payload = ideal_bits(table, dense_counts) + raw_bits
             table_bits = 8 * (_varint_length(table.frequencies) + 4)
-            total = payload + table_bits + RAW_SYMBOL_PENALTY_BITS * raw_symbols
-            if best is None or total < best.estimated_bits:
-                best = CodingPlan(binning, table, total, table_bits, payload)
+            estimated = payload + table_bits + RAW_SYMBOL_PENALTY_BITS * raw_symbols
+            if best is None or estimated < best.estimated_bits:
+                best = CodingPlan(binning, table, estimated, table_bits, payload)
     assert best is not None
     return best
 

@@ -148,3 +148,35 @@ def run_light_tests() -> list[Outcome]:
     with jax.enable_x64(True), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return [run_light_test(name) for name in light_model_names()]
+
+
+def summarize(outcomes: Iterable[Outcome]) -> dict[str, int]:
+    counts = {PASSED: 0, FAILED: 0, SKIPPED: 0}
+    for outcome in outcomes:
+        counts[outcome.status] += 1
+    return counts
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m nnlc.graph.conformance [--names FILE] [--output JSON]`: runs node tests, prints counts."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--names", help="file with one node test name per line (default: all)")
+    parser.add_argument("--output", help="write every outcome to this JSON file")
+    args = parser.parse_args(argv)
+    names = None
+    if args.names:
+        with open(args.names) as f:
+            names = [line.strip() for line in f if line.strip() and not line.startswith("#")]
+    outcomes = run_node_tests(names)
+    if args.output:
+        with open(args.output, "w") as f:
+            json.dump([dataclasses.asdict(o) for o in outcomes], f, indent=1)
+    print(json.dumps(summarize(outcomes)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

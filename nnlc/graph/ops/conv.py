@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
@@ -144,22 +146,57 @@ def _lowest(dtype: Any) -> Any:
 
 @register("MaxPool", numpy_ok=False)
 def max_pool(ctx: NodeContext, x: Any) -> Any:
-    if ctx.num_outputs > 1:
-        raise ctx.fail("the Indices output of MaxPool is not supported")
     x = jnp.asarray(x)
     kernel, strides, dilations, pads, extra = _pool_geometry(ctx, x)
     padding = [(begin, end + more) for (begin, end), more in zip(pads, extra)]
+    if ctx.num_outputs > 1:
+        return _max_pool_with_indices(ctx, x, kernel, strides, dilations, padding)
     return _window(x, _lowest(x.dtype), lax.max, kernel, strides, dilations, padding)
 
 
-def _window_counts(ctx: NodeContext, x: Any, geometry: tuple, include_pad: bool) -> np.ndarray:
-    """How many elements each window averages over (explicit pads count iff `include_pad`)."""
+def _max_pool_with_indices(ctx: NodeContext, x: jax.Array, kernel: Sequence[int], strides: Sequence[int],
+                           dilations: Sequence[int], padding: Sequence[tuple[int, int]]) -> tuple[Any, Any]:
+    """Max and the flat input index of the max (row-major, or column-major spatially if storage_order=1)."""
+    sizes = shape_of(x)[2:]
+    padded = jnp.pad(x, [(0, 0), (0, 0), *padding], constant_values=_lowest(x.dtype))
+    counts = [(p - ((k - 1) * d + 1)) // s + 1 for p, k, s, d in zip(padded.shape[2:], kernel, strides, dilations)]
+    values, positions = [], []
+    for offset in itertools.product(*[range(k) for k in kernel]):
+        starts = [o * d for o, d in zip(offset, dilations)]
+        index = tuple(slice(b, b + (c - 1) * s + 1, s) for b, c, s in zip(starts, counts, strides))
+        values.append(padded[(slice(None), slice(None), *index)])
+        positions.append([np.arange(c) * s + b - p[0] for c, s, b, p in zip(counts, strides, starts, padding)])
+    stacked = jnp.stack(values)
+    best = jnp.argmax(stacked, axis=0)
+    spatial_index = []
+    for window in positions:
+        grids = np.meshgrid(*window, indexing="ij")
+        if ctx.attr("storage_order", 0):
+            flat = sum(g * int(np.prod(sizes[:i])) for i, g in enumerate(grids))
+        else:
+            flat = sum(g * int(np.prod(sizes[i + 1:])) for i, g in enumerate(grids))
+        spatial_index.append(flat)
+    chosen = jnp.take_along_axis(jnp.asarray(np.stack(spatial_index))[:, None, None], best[None], axis=0)[0]
+    n, c = shape_of(x)[:2]
+    base = (np.arange(n)[:, None] * c + np.arange(c)[None, :]) * int(np.prod(sizes))
+    base = base.reshape(n, c, *([1] * len(sizes)))
+    return jnp.max(stacked, axis=0), (chosen + base).astype(jnp.int64)
+
+
+def _window_counts(x: Any, geometry: tuple, include_pad: bool) -> np.ndarray:
+    """How many elements each window averages over (explicit pads count iff `include_pad`).
+
+    Separable: the count is the product over axes of 1-D counts, computed with numpy.
+    """
     kernel, strides, dilations, pads, extra = geometry
-    ones = np.ones((1, 1, *shape_of(x)[2:]), np.float32)
-    ones = np.pad(ones, ((0, 0), (0, 0), *pads), constant_values=1.0 if include_pad else 0.0)
-    counts = _window(jnp.asarray(ones), np.float32(0), lax.add, kernel, strides, dilations,
-                     [(0, more) for more in extra])
-    return counts
+    counts = np.ones((1, 1), np.float64)
+    for size, k, s, d, (begin, end), more in zip(shape_of(x)[2:], kernel, strides, dilations, pads, extra):
+        inside = np.concatenate([np.full(begin, float(include_pad)), np.ones(size),
+                                 np.full(end, float(include_pad)), np.zeros(more)])
+        starts = np.arange(0, len(inside) - (k - 1) * d, s)
+        per_axis = inside[starts[:, None] + d * np.arange(k)[None, :]].sum(axis=1)
+        counts = np.multiply.outer(counts, per_axis)
+    return counts.astype(np.dtype(x.dtype))
 
 
 @register("AveragePool", numpy_ok=False)
@@ -169,7 +206,7 @@ def average_pool(ctx: NodeContext, x: Any) -> Any:
     kernel, strides, dilations, pads, extra = geometry
     padding = [(begin, end + more) for (begin, end), more in zip(pads, extra)]
     sums = _window(x, np.array(0, x.dtype), lax.add, kernel, strides, dilations, padding)
-    counts = _window_counts(ctx, x, geometry, bool(ctx.attr("count_include_pad", 0)))
+    counts = _window_counts(x, geometry, bool(ctx.attr("count_include_pad", 0)))
     return (sums / counts).astype(x.dtype)
 
 
