@@ -1,7 +1,8 @@
-"""`make demo`: train a small CNN on scikit-learn digits, compress it, decode it standalone, compare.
+"""`make demo`: the lenet5_digits experiment at one rate point, end to end, with a summary table.
 
-Post-training mode for now (the learned mode will take over this demo). Runs in about a minute on
-2 CPU cores and ends with a summary table.
+Float training of a LeNet-style CNN on scikit-learn digits -> rate-distortion training (learned mode)
+-> bitstream -> standalone decoder (`nnlc-decode`, in a subprocess) -> labelled accuracy; and, for
+comparison, the post-training mode at a similar size. About two minutes on 2 CPU cores.
 """
 
 from __future__ import annotations
@@ -12,51 +13,54 @@ import sys
 import tempfile
 import time
 
-from absl import app, flags
+from absl import app, flags, logging
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "Where to write the ONNX, bitstreams and decoded models (default: a temp dir).")
-flags.DEFINE_list("qps", ["-24", "-16", "-12", "-8"], "Quantization parameters to try.")
-flags.DEFINE_integer("train_steps", 400, "Float training steps.")
+flags.DEFINE_string("workdir", None, "Where to write everything (default: a new temporary directory).")
+flags.DEFINE_float("lmbda", 0.1, "Rate-distortion trade-off (loss = distortion + lmbda * bits/param).")
+flags.DEFINE_integer("steps", 800, "Rate-distortion training steps.")
 
 
 def main(argv: list[str]) -> None:
     del argv
+    logging.set_verbosity(logging.WARNING)
     import onnx
 
+    from experiments.configs import lenet5_digits
     from nnlc import encoder
+    from nnlc.training.loop import train_and_evaluate
     from nnlc.zoo import digits
 
     workdir = FLAGS.workdir or tempfile.mkdtemp(prefix="nnlc-demo-")
-    os.makedirs(workdir, exist_ok=True)
-    print(f"[1/3] training a LeNet-style CNN on scikit-learn digits ({FLAGS.train_steps} steps)", flush=True)
+    config = lenet5_digits.get_config()
+    config.lmbda, config.num_steps = FLAGS.lmbda, FLAGS.steps
     start = time.perf_counter()
-    params, _ = digits.train_lenet(steps=FLAGS.train_steps, log_every=100)
-    model = digits.export_lenet(params)
-    original_path = os.path.join(workdir, "lenet_digits.onnx")
-    onnx.save(model, original_path)
+    print(f"[1/3] float training, then {FLAGS.steps} steps of rate-distortion training (lmbda={FLAGS.lmbda})", flush=True)
+    result = train_and_evaluate(config, workdir)
+    print("[2/3] decoding the bitstream with the standalone decoder (nnlc-decode)", flush=True)
+    decoded_path = os.path.join(workdir, "nnlc_decode.onnx")
+    subprocess.run([sys.executable, "-m", "nnlc.decoder", os.path.join(workdir, "model.nnlc"), "-o", decoded_path,
+                    "--quiet"], check=True)
     _, _, x_test, y_test = digits.load_digits_split()
-    base_accuracy = digits.onnx_accuracy(model, x_test, y_test)
-    float_bytes = sum(v.nbytes for v in params.values())
-    print(f"      float accuracy {base_accuracy:.4f}, {float_bytes} bytes of weights, {time.perf_counter() - start:.1f} s")
-    rows = []
-    print("[2/3] compressing (post-training) and decoding with the standalone decoder (nnlc-decode)", flush=True)
-    for qp in map(int, FLAGS.qps):
-        result = encoder.compress_model(model, qp=qp)
-        bitstream_path = os.path.join(workdir, f"lenet_qp{qp}.nnlc")
-        decoded_path = os.path.join(workdir, f"lenet_qp{qp}.onnx")
-        with open(bitstream_path, "wb") as handle:
-            handle.write(result.bitstream)
-        subprocess.run([sys.executable, "-m", "nnlc.decoder", bitstream_path, "-o", decoded_path, "--quiet"], check=True)
-        accuracy = digits.onnx_accuracy(onnx.load(decoded_path), x_test, y_test)
-        rows.append((qp, result.total_bytes, accuracy))
-    print("[3/3] summary (test split of digits, 450 images)")
-    print(f"{'model':<14} {'bytes':>8} {'ratio':>7} {'bits/param':>10} {'accuracy':>9}")
-    params_count = sum(v.size for v in params.values())
-    print(f"{'float32':<14} {float_bytes:>8} {1.0:>7.1f} {32.0:>10.2f} {base_accuracy:>9.4f}")
-    for qp, size, accuracy in rows:
-        print(f"{'nnlc qp ' + str(qp):<14} {size:>8} {float_bytes / size:>7.1f} {8 * size / params_count:>10.2f} {accuracy:>9.4f}")
-    print(f"files in {workdir}")
+    learned_accuracy = digits.onnx_accuracy(onnx.load(decoded_path), x_test, y_test)
+    original = onnx.load(os.path.join(workdir, "original.onnx"))
+    float_accuracy = digits.onnx_accuracy(original, x_test, y_test)
+    print("[3/3] post-training mode at similar sizes, for comparison", flush=True)
+    post = []
+    for qp in (-16, -12):
+        encoded = encoder.compress_model(original, qp=qp)
+        from nnlc.decoder import decode_bitstream
+
+        post.append((qp, encoded.total_bytes, digits.onnx_accuracy(decode_bitstream(encoded.bitstream), x_test, y_test)))
+    float_bytes = result["float_bytes"]
+    print(f"\nLeNet on scikit-learn digits (test split, {len(y_test)} images), {time.perf_counter() - start:.0f} s")
+    print(f"{'model':<26} {'bytes':>7} {'ratio':>7} {'accuracy':>9}")
+    print(f"{'float32 original':<26} {float_bytes:>7} {1.0:>6.1f}x {float_accuracy:>9.4f}")
+    print(f"{'nnlc learned, lmbda=' + str(FLAGS.lmbda):<26} {result['bytes']:>7} {float_bytes / result['bytes']:>6.1f}x "
+          f"{learned_accuracy:>9.4f}")
+    for qp, size, accuracy in post:
+        print(f"{'nnlc post-training qp=' + str(qp):<26} {size:>7} {float_bytes / size:>6.1f}x {accuracy:>9.4f}")
+    print(f"\nworkdir: {workdir} (model.nnlc, decoded.onnx, metrics.jsonl, result.json)")
 
 
 if __name__ == "__main__":

@@ -106,6 +106,8 @@ def plan_tensors(model: onnx.ModelProto, qp: int | None = None, nonweight_qp: in
 
 
 def _raw_body(array: np.ndarray) -> bytes:
+    if array.dtype.name == "bfloat16":  # the format stores bfloat16 as float32 (exact)
+        array = array.astype(np.float32)
     data = np.ascontiguousarray(array).astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
     packed = zlib.compress(data, 9)
     if len(packed) < len(data):

@@ -16,10 +16,16 @@ def get_config():
     config.float_train_steps = 400
     config.inputs = "digits"
     config.distortion = "supervised"
-    config.num_steps = 400
+    config.num_steps = 1000
     config.batch_size = 64
-    config.lmbda = 0.05
+    config.lmbda = 0.1
+    config.learning_rate_decoder = 0.02
+    config.log_every = 100
+    config.checkpoint_every = 250
     config.evaluation = "digits_accuracy"
+    # small networks: biases are a visible share of the bytes, so their steps are learned too
+    config.reparam.bias_decoder = "scalar"
+    config.reparam.bias_qp = None
     return config
 
 

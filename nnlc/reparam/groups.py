@@ -20,7 +20,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "conv_decoder": "dct",        # conv kernels with spatial size > 1: 'dct', 'channel' or 'scalar'
     "dense_decoder": "channel",   # dense, embedding, recurrent W/R, 1x1 convs, other >= 2-D: 'channel' or 'scalar'
     "bias_decoder": "scalar",     # bias, normalization, recurrent B, other 1-D: 'scalar' (fixed fine step) or 'fixed'
-    "bias_qp": -75,               # NNR qp of that fixed fine step (NNCodec's non-weight default)
+    "bias_qp": -75,               # NNR qp of that fixed fine step (NNCodec's non-weight default); None: learned
     "init_qp": None,              # start steps from this NNR qp ...
     "init_bits": 6.0,             # ... or, when None, at std / 2**init_bits
     "min_channel_elements": 32,   # channel decoders with fewer elements per channel become scalar
@@ -97,6 +97,8 @@ def _choose_kind(record: TensorRecord, config: Mapping[str, Any]) -> tuple[str, 
         if len(shape) >= 2:
             return config["dense_decoder"], False, "matrix-like weight (dense, embedding, recurrent, 1x1 conv)"
     if role in _VECTOR_ROLES or len(shape) < 2:
+        if config["bias_decoder"] == "scalar" and config["bias_qp"] is None:
+            return "scalar", False, "bias-like tensor: learned step (bias_qp=None)"
         return config["bias_decoder"], config["bias_decoder"] == "scalar", "bias-like tensor: fine fixed step"
     return config["dense_decoder"], False, f"{role} tensor with {len(shape)} axes"
 

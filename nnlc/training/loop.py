@@ -32,13 +32,15 @@ def config_hash(config: Any) -> str:
 
 
 def load_model(config: Any) -> onnx.ModelProto:
-    """The ONNX model to compress: a path, or `zoo:lenet5_digits` (trained here from scratch)."""
+    """The ONNX model to compress: a path, or `zoo:lenet5_digits` / `zoo:lenet300_digits` (trained here)."""
     if config.model.startswith("zoo:"):
         from nnlc.zoo import digits
 
-        if config.model != "zoo:lenet5_digits":
-            raise ValueError(f"unknown zoo model {config.model!r}")
-        params, _ = digits.train_lenet(steps=config.get("float_train_steps", 400))
+        architectures = {"zoo:lenet5_digits": "lenet5", "zoo:lenet300_digits": "lenet300"}
+        if config.model not in architectures:
+            raise ValueError(f"unknown zoo model {config.model!r}: {', '.join(architectures)}")
+        params, _ = digits.train_lenet(steps=config.get("float_train_steps", 400),
+                                       architecture=architectures[config.model])
         return digits.export_lenet(params)
     return onnx_io.load_model(config.model)
 

@@ -42,10 +42,41 @@ def init_lenet(seed: int = 0, channels: tuple[int, int] = (8, 16), hidden: int =
     }
 
 
+def init_lenet300(seed: int = 0, hidden: tuple[int, int] = (300, 100)) -> dict[str, np.ndarray]:
+    """LeNet-300-100 (an MLP 64-300-100-10 on 8x8 digits), named as in the exported graph."""
+    rng = np.random.default_rng(seed)
+    sizes = (64, *hidden, 10)
+    params = {}
+    for index, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        params[f"fc{index + 1}.weight"] = (rng.standard_normal((fan_out, fan_in)) * np.sqrt(2.0 / fan_in)).astype(np.float32)
+        params[f"fc{index + 1}.bias"] = np.zeros(fan_out, np.float32)
+    return params
+
+
+def is_mlp(params) -> bool:
+    return "conv1.weight" not in params
+
+
+def mlp_apply(params, images):
+    """LeNet-300-100 forward pass in JAX."""
+    import jax
+
+    x = images.reshape(images.shape[0], -1)
+    layers = sum(1 for name in params if name.endswith(".weight"))
+    for index in range(1, layers + 1):
+        x = x @ params[f"fc{index}.weight"].T + params[f"fc{index}.bias"]
+        if index < layers:
+            x = jax.nn.relu(x)
+    return x
+
+
 def lenet_apply(params, images):
     """Forward pass in JAX (NCHW), identical in meaning to the exported ONNX graph."""
     import jax
     import jax.numpy as jnp
+
+    if is_mlp(params):
+        return mlp_apply(params, images)
 
     def conv(x, w, b):
         y = jax.lax.conv_general_dilated(x, w, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NCHW", "OIHW", "NCHW"))
@@ -62,14 +93,15 @@ def lenet_apply(params, images):
 
 
 def train_lenet(steps: int = 400, batch_size: int = 128, learning_rate: float = 3e-3, seed: int = 0,
-                log_every: int = 0) -> tuple[dict[str, np.ndarray], float]:
-    """Trains on the digits train split; returns (params as numpy, test accuracy)."""
+                log_every: int = 0, architecture: str = "lenet5") -> tuple[dict[str, np.ndarray], float]:
+    """Trains `lenet5` (CNN) or `lenet300` (MLP) on the digits train split; returns (params, test accuracy)."""
     import jax
     import jax.numpy as jnp
     import optax
 
     x_train, y_train, x_test, y_test = load_digits_split(seed=seed)
-    params = {k: jnp.asarray(v) for k, v in init_lenet(seed).items()}
+    initial = {"lenet5": init_lenet, "lenet300": init_lenet300}[architecture](seed)
+    params = {k: jnp.asarray(v) for k, v in initial.items()}
     optimizer = optax.adam(learning_rate)
     state = optimizer.init(params)
 
@@ -95,6 +127,8 @@ def train_lenet(steps: int = 400, batch_size: int = 128, learning_rate: float = 
 
 def export_lenet(params: dict[str, np.ndarray], opset: int = 17) -> onnx.ModelProto:
     """The LeNet as an ONNX model with input `image` [n,1,8,8] and output `logits` [n,10]."""
+    if is_mlp(params):
+        return _export_mlp(params, opset)
     nodes = [
         helper.make_node("Conv", ["image", "conv1.weight", "conv1.bias"], ["c1"], pads=[1, 1, 1, 1], kernel_shape=[3, 3]),
         helper.make_node("Relu", ["c1"], ["r1"]),
@@ -109,6 +143,24 @@ def export_lenet(params: dict[str, np.ndarray], opset: int = 17) -> onnx.ModelPr
     ]
     graph = helper.make_graph(
         nodes, "lenet_digits",
+        [helper.make_tensor_value_info(INPUT_NAME, onnx.TensorProto.FLOAT, ["n", 1, 8, 8])],
+        [helper.make_tensor_value_info(OUTPUT_NAME, onnx.TensorProto.FLOAT, ["n", 10])],
+        [numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in params.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="nnlc.zoo")
+    onnx.checker.check_model(model)
+    return model
+
+
+def _export_mlp(params: dict[str, np.ndarray], opset: int) -> onnx.ModelProto:
+    layers = sum(1 for name in params if name.endswith(".weight"))
+    nodes = [helper.make_node("Flatten", [INPUT_NAME], ["h0"], axis=1)]
+    for index in range(1, layers + 1):
+        output = OUTPUT_NAME if index == layers else f"z{index}"
+        nodes.append(helper.make_node("Gemm", [f"h{index - 1}", f"fc{index}.weight", f"fc{index}.bias"], [output], transB=1))
+        if index < layers:
+            nodes.append(helper.make_node("Relu", [output], [f"h{index}"]))
+    graph = helper.make_graph(
+        nodes, "lenet300_digits",
         [helper.make_tensor_value_info(INPUT_NAME, onnx.TensorProto.FLOAT, ["n", 1, 8, 8])],
         [helper.make_tensor_value_info(OUTPUT_NAME, onnx.TensorProto.FLOAT, ["n", 10])],
         [numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in params.items()])
