@@ -121,3 +121,14 @@ def test_four_devices_match_one_device(tmp_path):
     assert [o["devices"] for o in outputs] == [1, 4]
     assert outputs[0]["rate"] == pytest.approx(outputs[1]["rate"], rel=1e-4)
     assert abs(outputs[0]["bytes"] - outputs[1]["bytes"]) <= 0.01 * outputs[0]["bytes"]
+
+
+def test_rate_distortion_rounding_moves_ties_toward_the_likely_value():
+    from nnlc.training.final_encode import rate_distortion_rounding
+
+    latents = np.array([0.1, -0.2, 0.05, 0.0, 0.45, 0.55, 1.0, 2.49])
+    nearest = np.rint(latents)
+    rounded = rate_distortion_rounding(latents, tradeoff=0.5)
+    assert rounded[4] == 0 and rounded[5] == 0  # both near 0.5: toward the frequent 0
+    assert rounded[6] == 1 and rounded[7] in (2, 3)
+    assert np.array_equal(rate_distortion_rounding(latents, tradeoff=0.0), nearest)

@@ -17,7 +17,7 @@ from nnlc.bitstream.container import UnitType, iter_units
 from nnlc.bitstream.syntax import read_exact
 from nnlc.coding.symbols import decode_dequantized, decode_symbols
 from nnlc.decoder import latents
-from nnlc.errors import BitstreamError
+from nnlc.errors import BitstreamError, ModelError
 from nnlc.quantization import MAX_QUANTIZED_MAGNITUDE, dequantize
 
 RAW, QUANTIZED, INTEGER, LATENT = 0, 1, 2, 3
@@ -26,7 +26,11 @@ FLAG_TOPOLOGY = 1
 _NUMPY_TYPES = {**onnx_io.FLOAT_TYPES, **onnx_io.INTEGER_TYPES}
 # Errors that malformed content can provoke in parsing libraries; all become BitstreamError.
 _DATA_ERRORS = (ValueError, IndexError, KeyError, OverflowError, TypeError, struct.error, lzma.LZMAError,
-                zlib.error, DecodeError, RuntimeError, UnicodeDecodeError)
+                zlib.error, DecodeError, RuntimeError, UnicodeDecodeError, FloatingPointError, MemoryError)
+XZ_MEMORY_LIMIT = 1 << 28  # liblzma's memory for the topology (the encoder's preset 9 needs 65 MiB)
+DEFLATE_MAX_RATIO = 1032  # deflate cannot expand data more than this
+MAX_DCT_SIZE = 1024  # per spatial axis of a dct latent tensor
+DCT_WORK_PER_ELEMENT = 16  # dct: elements x (sum of spatial axes) <= this x Limits.max_tensor_elements
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +41,11 @@ class Limits:
     max_total_bytes: int = 1 << 34
     max_topology_bytes: int = 1 << 31
     max_units: int = 1 << 24
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            if not isinstance(getattr(self, field.name), int) or getattr(self, field.name) < 1:
+                raise ValueError(f"Limits.{field.name} must be a positive integer")
 
 
 @dataclasses.dataclass
@@ -97,6 +106,8 @@ def _decode_raw(unit: TensorUnit) -> np.ndarray:
     expected = unit.size * dtype.itemsize
     data = bytes(fields["data"])
     if fields["compression"] == 1:
+        if expected > DEFLATE_MAX_RATIO * len(data) + 64:
+            raise BitstreamError(f"tensor {unit.name!r}: {len(data)} zlib bytes cannot inflate to {expected}")
         decompressor = zlib.decompressobj()
         data = decompressor.decompress(data, expected + 1)
         if not decompressor.eof or decompressor.unconsumed_tail:
@@ -108,7 +119,8 @@ def _decode_raw(unit: TensorUnit) -> np.ndarray:
     return np.frombuffer(data, dtype=dtype.newbyteorder("<")).astype(dtype).reshape(unit.shape)
 
 
-def decode_tensor(unit: TensorUnit, want_symbols: bool = False) -> tuple[np.ndarray, np.ndarray | None, float | None]:
+def decode_tensor(unit: TensorUnit, want_symbols: bool = False,
+                  limits: Limits = Limits()) -> tuple[np.ndarray, np.ndarray | None, float | None]:
     """(values, integer symbols or None, step or None) of a parsed tensor unit.
 
     Symbols of quantized tensors are returned only with `want_symbols` (the fast path skips them).
@@ -116,7 +128,7 @@ def decode_tensor(unit: TensorUnit, want_symbols: bool = False) -> tuple[np.ndar
     if unit.mode == RAW:
         return _decode_raw(unit), None, None
     if unit.mode == LATENT:
-        return _decode_latent(unit)
+        return _decode_latent(unit, limits)
     structure = "tensor_quantized" if unit.mode == QUANTIZED else "tensor_integer"
     fields = read_exact(structure, unit.body)
     if unit.mode == INTEGER:
@@ -129,25 +141,42 @@ def decode_tensor(unit: TensorUnit, want_symbols: bool = False) -> tuple[np.ndar
     if not np.isfinite(step) or step <= 0:
         raise BitstreamError(f"tensor {unit.name!r}: invalid step {step}")
     symbols = None
-    if want_symbols:
-        symbols = decode_symbols(fields["symbols"], unit.size).reshape(unit.shape)
-        if symbols.size and np.max(np.abs(symbols)) > MAX_QUANTIZED_MAGNITUDE:
-            raise BitstreamError(f"tensor {unit.name!r}: quantized value beyond 2**23")
-        values = dequantize(symbols, step)
-    else:
-        values = decode_dequantized(fields["symbols"], unit.size, step, MAX_QUANTIZED_MAGNITUDE).reshape(unit.shape)
-    if unit.dtype != np.float32:
-        values = values.astype(unit.dtype)
-    return values, symbols, float(step)
+    with np.errstate(over="raise", invalid="raise"):  # finite q * step overflowing float32: malformed
+        if want_symbols:
+            symbols = decode_symbols(fields["symbols"], unit.size).reshape(unit.shape)
+            if symbols.size and np.max(np.abs(symbols)) > MAX_QUANTIZED_MAGNITUDE:
+                raise BitstreamError(f"tensor {unit.name!r}: quantized value beyond 2**23")
+            values = dequantize(symbols, step)
+        else:
+            values = decode_dequantized(fields["symbols"], unit.size, step, MAX_QUANTIZED_MAGNITUDE).reshape(unit.shape)
+    return _to_dtype(values, unit), symbols, float(step)
 
 
-def _decode_latent(unit: TensorUnit) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _to_dtype(values: np.ndarray, unit: TensorUnit) -> np.ndarray:
+    """float32 weights in the tensor's float type (IEEE rounding; beyond float16's range gives inf)."""
+    if unit.dtype == np.float32:
+        return values
+    with np.errstate(over="ignore"):
+        return values.astype(unit.dtype)
+
+
+def _check_dct_size(unit: TensorUnit, limits: Limits) -> None:
+    spatial = unit.shape[2:]
+    if any(size > MAX_DCT_SIZE for size in spatial):
+        raise BitstreamError(f"tensor {unit.name!r}: dct kernel {spatial} exceeds {MAX_DCT_SIZE} per axis")
+    if unit.size * sum(spatial) > DCT_WORK_PER_ELEMENT * limits.max_tensor_elements:
+        raise BitstreamError(f"tensor {unit.name!r}: dct of {unit.size} elements over {spatial} exceeds the work limit")
+
+
+def _decode_latent(unit: TensorUnit, limits: Limits) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Learned-mode tensor: integer latents through the documented float32 decoder."""
     fields = read_exact("tensor_latent", unit.body)
     kind = fields["decoder"]
     if kind not in latents.KIND_NAMES:
         raise BitstreamError(f"tensor {unit.name!r}: unknown latent decoder {kind}")
     count = latents.step_count(kind, unit.shape)
+    if kind == latents.DCT:
+        _check_dct_size(unit, limits)
     if len(fields["steps"]) != 4 * count:
         raise BitstreamError(f"tensor {unit.name!r}: {len(fields['steps'])} bytes of steps, expected {4 * count}")
     steps = np.frombuffer(bytes(fields["steps"]), dtype="<f4").astype(np.float32)
@@ -156,10 +185,9 @@ def _decode_latent(unit: TensorUnit) -> tuple[np.ndarray, np.ndarray, np.ndarray
     symbols = decode_symbols(fields["symbols"], unit.size).reshape(unit.shape)
     if symbols.size and np.max(np.abs(symbols)) > MAX_QUANTIZED_MAGNITUDE:
         raise BitstreamError(f"tensor {unit.name!r}: latent beyond 2**23")
-    values = latents.decode_latents(kind, symbols, steps)
-    if unit.dtype != np.float32:
-        values = values.astype(unit.dtype)
-    return values, symbols, steps
+    with np.errstate(over="raise", invalid="raise"):
+        values = latents.decode_latents(kind, symbols, steps)
+    return _to_dtype(values, unit), symbols, steps
 
 
 def _wrap(index: int, what: str, function, *args):
@@ -183,22 +211,48 @@ def _decompress_topology(payload: memoryview, limits: Limits) -> onnx.ModelProto
         raise BitstreamError(f"unknown topology codec {fields['codec']}")
     if fields["raw_length"] > limits.max_topology_bytes:
         raise BitstreamError(f"topology of {fields['raw_length']} bytes exceeds the limit {limits.max_topology_bytes}")
-    decompressor = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
+    decompressor = lzma.LZMADecompressor(format=lzma.FORMAT_XZ, memlimit=XZ_MEMORY_LIMIT)
     raw = decompressor.decompress(bytes(fields["data"]), max_length=fields["raw_length"] + 1)
-    if len(raw) != fields["raw_length"] or not decompressor.eof:
+    if len(raw) != fields["raw_length"] or not decompressor.eof or decompressor.unused_data:
         raise BitstreamError("topology does not decompress to its declared length")
     model = onnx.ModelProto()
     model.ParseFromString(raw)
+    _check_no_external_data(model)
     return model
 
 
-def _check_slot(model: onnx.ModelProto, unit: TensorUnit, slots: dict) -> None:
+def _tensor_protos(model: onnx.ModelProto):
+    """Every TensorProto of the model: initializers and node attributes, in subgraphs and functions too."""
+    graphs = [graph for _, graph in onnx_io.iter_graphs(model.graph)]
+    node_lists = [graph.node for graph in graphs] + [function.node for function in model.functions]
+    for graph in graphs:
+        yield from graph.initializer
+        for sparse in graph.sparse_initializer:
+            yield from (sparse.values, sparse.indices)
+    for nodes in node_lists:
+        for node in nodes:
+            for attribute in node.attribute:
+                yield attribute.t
+                yield from attribute.tensors
+
+
+def _check_no_external_data(model: onnx.ModelProto) -> None:
+    for tensor in _tensor_protos(model):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL or len(tensor.external_data):
+            raise BitstreamError(f"topology: tensor {tensor.name!r} refers to an external data file")
+
+
+def _check_slot(unit: TensorUnit, slots: dict) -> None:
+    """The unit fits its slot: same storage, shape and data type (a stripped value_floats has length 0)."""
     found = slots.get(unit.name)
     if found is None:
         raise BitstreamError(f"tensor {unit.name!r} has no place in the model structure")
     shape, data_type, storage = found
-    if storage != unit.storage or (storage in (onnx_io.INITIALIZER, onnx_io.CONSTANT_TENSOR) and
-                                   (shape != unit.shape or data_type != unit.data_type)):
+    if storage == onnx_io.CONSTANT_FLOATS:
+        fits = len(unit.shape) == 1 and shape in ((0,), unit.shape)
+    else:
+        fits = shape == unit.shape
+    if storage != unit.storage or not fits or data_type != unit.data_type:
         raise BitstreamError(f"tensor {unit.name!r}: {unit.shape} {unit.data_type} does not match the "
                              f"model structure's {shape} {data_type}")
 
@@ -242,21 +296,24 @@ def decode_bitstream(data: bytes, structure: onnx.ModelProto | None = None, quan
         unit = _wrap(unit_frame.index, "tensor unit", parse_tensor_unit, unit_frame.payload, limits)
         if unit.name in values:
             raise BitstreamError(f"unit {unit_frame.index}: tensor {unit.name!r} appears twice")
-        _wrap(unit_frame.index, "tensor unit", _check_slot, model, unit, slots)
+        _wrap(unit_frame.index, "tensor unit", _check_slot, unit, slots)
         total_bytes += unit.size * 8
         if total_bytes > limits.max_total_bytes:
             raise BitstreamError(f"decoded tensors exceed {limits.max_total_bytes} bytes")
-        array, symbols, step = _wrap(unit_frame.index, "tensor data", decode_tensor, unit, quantized)
+        array, symbols, step = _wrap(unit_frame.index, "tensor data", decode_tensor, unit, quantized, limits)
         values[unit.name] = array
         if quantized and (unit.mode == QUANTIZED or (unit.mode == LATENT and _is_linear_latent(unit))):
             quantized_tensors[unit.name] = (symbols, step)
         if progress is not None:
             progress(count + 1, len(tensor_units), unit.name)
-    onnx_io.replace_tensors(model, values, in_place=True)
-    if quantized_tensors:
-        from nnlc.decoder.quantized_graph import insert_dequantize_nodes
+    try:
+        onnx_io.replace_tensors(model, values, in_place=True)
+        if quantized_tensors:
+            from nnlc.decoder.quantized_graph import insert_dequantize_nodes
 
-        insert_dequantize_nodes(model, quantized_tensors)
+            insert_dequantize_nodes(model, quantized_tensors)
+    except (ModelError, *_DATA_ERRORS) as error:  # the checks above should make this unreachable
+        raise BitstreamError(f"tensors do not fit the model structure ({error})") from None
     return model
 
 

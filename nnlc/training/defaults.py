@@ -23,6 +23,8 @@ def base_config() -> ml_collections.ConfigDict:
     config.learning_rate_entropy = 1e-2
     config.entropy_model = "deep_factorized"  # deep_factorized | laplace | logistic
     config.coding_tables = "fitted"  # fitted (to the final latents, smallest) | learned (the entropy models')
+    config.final_rounding = "nearest"  # nearest (the trained forward pass) | rdo (rate-distortion optimised)
+    config.rdo_tradeoff = 0.1  # rdo: squared error (in bins) traded per bit
     config.fixed_qp = -75  # step of tensors that are not trained (biases, normalisation)
     config.log_every = 25
     config.checkpoint_every = 100

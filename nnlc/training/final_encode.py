@@ -49,7 +49,30 @@ def learned_coding_plan(problem: Problem, params: dict, group: str) -> CodingPla
     return coding_plan_for(logits_cdf, params["entropy"][group], channel=0)
 
 
-def latent_items(problem: Problem, params: dict, tables: str = "fitted") -> dict[str, encoder.CodedTensor]:
+def rate_distortion_rounding(latents: np.ndarray, tradeoff: float) -> np.ndarray:
+    """Integers q in {floor(phi), ceil(phi)} minimising (q - phi)**2 + tradeoff * bits(q).
+
+    bits(q) = -log2 of the frequency of q among the nearest-rounded latents (add-one smoothed):
+    rounding toward the more probable neighbour when the latent sits near the middle (the
+    rate-distortion optimised quantization of video coders, here on the learned latents).
+    """
+    latents = np.asarray(latents, np.float64)
+    nearest = np.rint(latents).astype(np.int64)
+    values, counts = np.unique(nearest, return_counts=True)
+    low = np.floor(latents).astype(np.int64)
+    candidates = np.stack([low, low + 1])
+
+    def bits(q):
+        index = np.clip(np.searchsorted(values, q), 0, len(values) - 1)
+        found = np.where(values[index] == q, counts[index], 0)
+        return -np.log2((found + 1.0) / (nearest.size + len(values) + 1.0))
+
+    cost = (candidates - latents[None]) ** 2 + tradeoff * bits(candidates)
+    return np.where(cost[0] <= cost[1], candidates[0], candidates[1])
+
+
+def latent_items(problem: Problem, params: dict, tables: str = "fitted", rounding: str = "nearest",
+                 rdo_tradeoff: float = 0.1) -> dict[str, encoder.CodedTensor]:
     """Rounded latents of the trained tensors with their float32 steps, as the decoder will read them.
 
     tables='fitted': each tensor's table is fitted to its integer latents (smallest, side info
@@ -64,7 +87,13 @@ def latent_items(problem: Problem, params: dict, tables: str = "fitted") -> dict
     items = {}
     for name in problem.trained:
         record = problem.records[name]
-        symbols = np.rint(np.asarray(jax.device_get(latents[name]), np.float64)).astype(np.int64)
+        continuous = np.asarray(jax.device_get(latents[name]), np.float64)
+        if rounding == "nearest":
+            symbols = np.rint(continuous).astype(np.int64)
+        elif rounding == "rdo":
+            symbols = rate_distortion_rounding(continuous, rdo_tradeoff)
+        else:
+            raise ValueError(f"final rounding {rounding!r}: nearest or rdo")
         if symbols.size and np.max(np.abs(symbols)) > quantization.MAX_QUANTIZED_MAGNITUDE:
             raise ValueError(f"{name}: a latent exceeds 2**23; the step collapsed during training")
         items[name] = encoder.CodedTensor(record, encoder.LATENT, symbols=symbols.ravel(),
@@ -75,9 +104,10 @@ def latent_items(problem: Problem, params: dict, tables: str = "fitted") -> dict
 
 
 def encode_problem(problem: Problem, params: dict, fixed_items: dict[str, encoder.CodedTensor],
-                   carry_topology: bool = True, producer: str = PRODUCER, tables: str = "fitted") -> encoder.EncodeResult:
+                   carry_topology: bool = True, producer: str = PRODUCER, tables: str = "fitted",
+                   rounding: str = "nearest", rdo_tradeoff: float = 0.1) -> encoder.EncodeResult:
     """The bitstream of a trained problem (tensor order: the model's)."""
-    trained = latent_items(problem, params, tables)
+    trained = latent_items(problem, params, tables, rounding, rdo_tradeoff)
     planned = []
     for item in encoder.plan_tensors(problem.model, qp=-75):
         name = item.record.name

@@ -145,7 +145,8 @@ def finish(problem, params, fixed_items, config, workdir: str, batches, original
 
     started = time.perf_counter()
     encoded = final_encode.encode_problem(problem, params, fixed_items, producer=f"nnlc learned lmbda={config.lmbda}",
-                                          tables=config.coding_tables)
+                                          tables=config.coding_tables, rounding=config.final_rounding,
+                                          rdo_tradeoff=config.rdo_tradeoff)
     encode_s = time.perf_counter() - started
     atomic_write(os.path.join(workdir, "model.nnlc"), encoded.bitstream)
     started = time.perf_counter()
