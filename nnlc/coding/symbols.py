@@ -22,6 +22,7 @@ MANTISSA_BITS = (1, 2, 3, 4, 5)
 # Decoding a symbol that carries raw bits costs about as much time as decoding the symbol itself:
 # the plan charges this many bits per such symbol, so large tensors prefer exact (wider) tables.
 RAW_SYMBOL_PENALTY_BITS = 0.02
+ANS_PRECISION = 24  # constriction's AnsCoder models: no symbol costs more than 24 bits
 
 
 def _varint_length(values: np.ndarray) -> int:
@@ -160,25 +161,20 @@ def table_of(fields: dict) -> Table:
 
 
 def _decode_varints(data: bytes, count: int) -> np.ndarray:
-    values = np.zeros(count, dtype=np.int64)
-    position = 0
-    for item in range(count):
-        value, shift = 0, 0
-        while True:
-            if position >= len(data) or shift > 63:
-                raise ValueError("escapes: truncated or malformed varint")
-            byte = data[position]
-            position += 1
-            value |= (byte & 0x7F) << shift
-            shift += 7
-            if not byte & 0x80:
-                break
-        if value >= 1 << 63:
-            raise ValueError("escapes: value too large")
-        values[item] = value
-    if position != len(data):
-        raise ValueError("escapes: unexpected trailing bytes")
-    return values
+    """`count` LEB128 values (each < 2**63, so at most 9 bytes) filling `data` exactly; vectorised."""
+    raw = np.frombuffer(data, dtype=np.uint8)
+    ends = np.flatnonzero(raw < 0x80)
+    if len(ends) != count or (count and ends[-1] != len(raw) - 1):
+        raise ValueError(f"escapes: {len(raw)} bytes do not hold {count} varints")
+    if count == 0:
+        return np.zeros(0, dtype=np.int64)
+    starts = np.concatenate(([0], ends[:-1] + 1))
+    if int(np.max(ends - starts)) > 8:
+        raise ValueError("escapes: value too large")
+    owner = np.repeat(np.arange(count), ends - starts + 1)
+    shifts = (7 * (np.arange(len(raw)) - starts[owner])).astype(np.uint64)
+    parts = (raw & 0x7F).astype(np.uint64) << shifts
+    return np.bitwise_or.reduceat(parts, starts).astype(np.int64)
 
 
 def _decode_table_indices(fields: dict, count: int) -> tuple[Binning, Table, np.ndarray]:
@@ -196,9 +192,15 @@ def _decode_table_indices(fields: dict, count: int) -> tuple[Binning, Table, np.
         if words:
             raise ValueError("ans_words: present for a one-symbol alphabet")
         return binning, table, np.zeros(count, dtype=np.int32)
+    # A symbol costs at most ANS_PRECISION bits, the coder's state at most two words.
+    if len(words) // 4 > (count * ANS_PRECISION + 31) // 32 + 2:
+        raise ValueError(f"ans_words: {len(words) // 4} words is more than {count} symbols can need")
     coder = constriction.stream.stack.AnsCoder(np.frombuffer(words, dtype="<u4").astype(np.uint32))
     model = constriction.stream.model.Categorical(table.probabilities(), perfect=False)
-    return binning, table, coder.decode(model, count)
+    index = coder.decode(model, count)
+    if not coder.is_empty():
+        raise ValueError("ans_words: data left after decoding every symbol")
+    return binning, table, index
 
 
 def _table_lookups(binning: Binning, table: Table) -> tuple[np.ndarray, np.ndarray]:

@@ -26,7 +26,7 @@ FLAG_TOPOLOGY = 1
 _NUMPY_TYPES = {**onnx_io.FLOAT_TYPES, **onnx_io.INTEGER_TYPES}
 # Errors that malformed content can provoke in parsing libraries; all become BitstreamError.
 _DATA_ERRORS = (ValueError, IndexError, KeyError, OverflowError, TypeError, struct.error, lzma.LZMAError,
-                zlib.error, DecodeError, RuntimeError, UnicodeDecodeError, FloatingPointError, MemoryError)
+                zlib.error, DecodeError, RuntimeError, UnicodeDecodeError, FloatingPointError)
 XZ_MEMORY_LIMIT = 1 << 28  # liblzma's memory for the topology (the encoder's preset 9 needs 65 MiB)
 DEFLATE_MAX_RATIO = 1032  # deflate cannot expand data more than this
 MAX_DCT_SIZE = 1024  # per spatial axis of a dct latent tensor
