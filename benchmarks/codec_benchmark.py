@@ -37,7 +37,7 @@ QPS = {
     "mobilenet_v2": [-44, -42, -40, -38],
     "silero_vad_16k_sequence": [-38, -36, -34, -32],
     "silero_vad": [-38, -36, -34, -32],
-    "minilm_l6_v2": [-46, -44, -42, -40],
+    "minilm_l6_v2": [-46, -44, -42],
 }
 
 FLAGS = flags.FLAGS

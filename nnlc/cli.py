@@ -1,20 +1,23 @@
 """`nnlc` command line: compress, decompress and inspect.
 
   nnlc compress IN.onnx -o OUT.nnlc [--qp=-38 | --bits_per_param=6] [--no_topology] [--lossless=NAME,...]
-  nnlc decompress IN.nnlc -o OUT.onnx [--structure=ORIG.onnx] [--quantized]
-  nnlc inspect IN.nnlc [--json]
+  nnlc decompress IN.nnlc -o OUT.onnx [--structure=ORIG.onnx] [--quantized] [--external_data] [--max_...=N]
+  nnlc inspect IN.nnlc [--json] [--max_...=N]
 
 A thin absl main: parses flags and calls the library.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 import time
 
 from absl import app, flags
 
+from nnlc.decoder.__main__ import LIMIT_HELP, limits_from
+from nnlc.decoder.decode import Limits
 from nnlc.errors import NnlcError
 
 FLAGS = flags.FLAGS
@@ -28,7 +31,10 @@ flags.DEFINE_list("lossless", [], "Names (or regular expressions) of tensors to 
 flags.DEFINE_string("report", None, "compress: also write the per-tensor report as JSON here.")
 flags.DEFINE_string("structure", None, "decompress: the original ONNX model, for bitstreams without topology.")
 flags.DEFINE_bool("quantized", False, "decompress: integer weights + DequantizeLinear instead of float weights.")
+flags.DEFINE_bool("external_data", False, "decompress: write tensors to OUT.onnx.data (always done from 2 GiB).")
 flags.DEFINE_bool("json", False, "inspect: print JSON instead of a table.")
+for _field in dataclasses.fields(Limits):
+    flags.DEFINE_integer(_field.name, _field.default, f"decompress, inspect: {LIMIT_HELP.get(_field.name, _field.name)}.")
 flags.DEFINE_bool("quiet", False, "No progress output.")
 
 COMMANDS = ("compress", "decompress", "inspect")
@@ -86,8 +92,16 @@ def decompress(input_path: str) -> None:
     from nnlc.decoder.files import decode_file
 
     start = time.perf_counter()
-    size = decode_file(input_path, _need_output(), FLAGS.structure, FLAGS.quantized, quiet=FLAGS.quiet)
+    size = decode_file(input_path, _need_output(), FLAGS.structure, FLAGS.quantized, quiet=FLAGS.quiet,
+                       limits=_limits(), external_data=FLAGS.external_data)
     print(f"{input_path} -> {FLAGS.output}: {size} bytes in {time.perf_counter() - start:.2f} s")
+
+
+def _limits() -> Limits:
+    try:
+        return limits_from({field.name: getattr(FLAGS, field.name) for field in dataclasses.fields(Limits)})
+    except ValueError as error:
+        raise NnlcError(str(error)) from None
 
 
 def format_inspection(facts: dict) -> str:
@@ -108,7 +122,7 @@ def inspect(input_path: str) -> None:
     from nnlc.decoder import inspect_bitstream
     from nnlc.decoder.files import read_bytes
 
-    facts = inspect_bitstream(read_bytes(input_path))
+    facts = inspect_bitstream(read_bytes(input_path), _limits())
     print(json.dumps(facts, indent=1) if FLAGS.json else format_inspection(facts))
 
 

@@ -22,6 +22,7 @@ from nnlc import onnx_io, quantization
 from nnlc.bitstream import UnitType, write_container, write_fields
 from nnlc.coding import symbols as symbol_coding
 from nnlc.decoder import latents
+from nnlc.errors import ModelError
 
 RAW, QUANTIZED, INTEGER, LATENT = 0, 1, 2, 3
 MODE_NAMES = {RAW: "raw", QUANTIZED: "quantized", INTEGER: "integer", LATENT: "latent"}
@@ -64,6 +65,8 @@ def lossless_reason(record: onnx_io.TensorRecord, lossless_names: Iterable[str] 
     for pattern in lossless_names:
         if record.name == pattern or re.fullmatch(pattern, record.name):
             return "marked lossless"
+    if record.role == "quantization":
+        return "quantization parameter"
     if array.ndim == 0:
         return "0-d constant"
     if array.size <= TINY_TENSOR_ELEMENTS:
@@ -136,7 +139,7 @@ def _tensor_payload(item: CodedTensor, data_type: int) -> tuple[bytes, dict]:
         body = write_fields(structure, values)
     payload = write_fields("tensor", {
         "graph_path": record.graph_path, "onnx_name": record.onnx_name, "storage": record.storage,
-        "role": onnx_io.ROLES.index(record.role) if record.role in onnx_io.ROLES else len(onnx_io.ROLES) - 1,
+        "role": onnx_io.ROLES.index(record.role if record.role in onnx_io.ROLES else "other"),
         "data_type": data_type, "shape": list(record.array.shape), "mode": item.mode, "body": body})
     return payload, fields
 
@@ -181,7 +184,11 @@ def write_bitstream(model: onnx.ModelProto, planned: list[CodedTensor], carry_to
     units: list[tuple[int, bytes]] = [(UnitType.MODEL_HEADER, header)]
     topology_bytes = 0
     if carry_topology:
-        stripped = onnx_io.strip_tensors(model, set(names)).SerializeToString()
+        stripped_model = onnx_io.strip_tensors(model, set(names))
+        external = onnx_io.external_data_tensors(stripped_model)
+        if external:
+            raise ModelError(f"tensor {external[0]!r} refers to external data that was not loaded")
+        stripped = stripped_model.SerializeToString()
         compressed = lzma.compress(stripped, format=lzma.FORMAT_XZ, preset=9)
         topology = write_fields("topology", {"codec": 1, "raw_length": len(stripped), "data": compressed})
         units.append((UnitType.TOPOLOGY, topology))

@@ -60,10 +60,14 @@ ROLES = (
     "recurrent_r",
     "recurrent_b",
     "other",
+    "quantization",  # scale or zero point of a (De)QuantizeLinear, QLinear* or *Integer op: kept exact
 )
 
 # Ops that only move or re-type a tensor: look through them to find the op that really uses it.
 _PASS_THROUGH_OPS = {"Identity", "Cast", "Transpose", "Reshape", "Unsqueeze", "Squeeze", "Flatten"}
+# Inputs that are quantization parameters (scales, zero points), by op.
+_QUANTIZATION_PARAMETERS = {"QuantizeLinear": (1, 2), "DequantizeLinear": (1, 2), "QLinearConv": (1, 2, 4, 5, 6, 7),
+                            "QLinearMatMul": (1, 2, 4, 5, 6, 7), "MatMulInteger": (2, 3), "ConvInteger": (2, 3)}
 _NORMALIZATION_OPS = {"BatchNormalization", "LayerNormalization", "InstanceNormalization",
                       "GroupNormalization", "SimplifiedLayerNormalization", "RMSNormalization"}
 
@@ -92,12 +96,45 @@ def load_model(path: str | os.PathLike, load_external_data: bool = True) -> onnx
     if os.path.isdir(path):
         raise ModelError(f"{path}: is a directory, expected an ONNX file")
     try:
-        model = onnx.load(path, load_external_data=load_external_data)
+        model = onnx.load(path, load_external_data=False)
     except Exception as error:  # protobuf raises several types; all mean "not ONNX"
         raise ModelError(f"{path}: not an ONNX model ({type(error).__name__}: {error})") from None
     if not model.graph.node and not model.graph.initializer:
         raise ModelError(f"{path}: not an ONNX model (empty graph)")
+    if load_external_data and external_data_tensors(model):
+        try:
+            onnx.external_data_helper.load_external_data_for_model(model, os.path.dirname(os.path.abspath(path)))
+        except Exception as error:  # onnx raises ValidationError, OSError, ...
+            raise ModelError(f"{path}: cannot read its external data ({type(error).__name__}: {error})") from None
     return model
+
+
+def iter_tensor_protos(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
+    """Every TensorProto of a model: initializers (sparse too) and node attributes, in subgraphs and
+    functions."""
+    graphs = [graph for _, graph in iter_graphs(model.graph)]
+    for function in model.functions:
+        for node in function.node:
+            for attribute in node.attribute:
+                graphs += [graph for owner in (attribute.g, *attribute.graphs) for _, graph in iter_graphs(owner)]
+    nodes = [node for graph in graphs for node in graph.node] + [node for f in model.functions for node in f.node]
+    for graph in graphs:
+        yield from graph.initializer
+        for sparse in graph.sparse_initializer:
+            yield from (sparse.values, sparse.indices)
+    for node in nodes:
+        for attribute in node.attribute:
+            if attribute.HasField("t"):
+                yield attribute.t
+            yield from attribute.tensors
+            if attribute.HasField("sparse_tensor"):
+                yield from (attribute.sparse_tensor.values, attribute.sparse_tensor.indices)
+
+
+def external_data_tensors(model: onnx.ModelProto) -> list[str]:
+    """Names of the tensors whose data lives in an external file (not loaded into the model)."""
+    return [tensor.name for tensor in iter_tensor_protos(model)
+            if tensor.data_location == onnx.TensorProto.EXTERNAL or len(tensor.external_data)]
 
 
 def _subgraphs(node: onnx.NodeProto, prefix: str, index: int) -> Iterator[tuple[str, onnx.GraphProto]]:
@@ -143,6 +180,8 @@ def _attribute_int(node: onnx.NodeProto, name: str, default: int) -> int:
 
 def _role_for_use(node: onnx.NodeProto, position: int, array: np.ndarray) -> str | None:
     op = node.op_type
+    if position in _QUANTIZATION_PARAMETERS.get(op, ()):
+        return "quantization"
     if op in ("Conv", "ConvTranspose", "ConvInteger"):
         if position == 1:
             return "depthwise_kernel" if _attribute_int(node, "group", 1) > 1 else "conv_kernel"

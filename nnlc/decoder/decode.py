@@ -221,25 +221,11 @@ def _decompress_topology(payload: memoryview, limits: Limits) -> onnx.ModelProto
     return model
 
 
-def _tensor_protos(model: onnx.ModelProto):
-    """Every TensorProto of the model: initializers and node attributes, in subgraphs and functions too."""
-    graphs = [graph for _, graph in onnx_io.iter_graphs(model.graph)]
-    node_lists = [graph.node for graph in graphs] + [function.node for function in model.functions]
-    for graph in graphs:
-        yield from graph.initializer
-        for sparse in graph.sparse_initializer:
-            yield from (sparse.values, sparse.indices)
-    for nodes in node_lists:
-        for node in nodes:
-            for attribute in node.attribute:
-                yield attribute.t
-                yield from attribute.tensors
-
-
 def _check_no_external_data(model: onnx.ModelProto) -> None:
-    for tensor in _tensor_protos(model):
-        if tensor.data_location == onnx.TensorProto.EXTERNAL or len(tensor.external_data):
-            raise BitstreamError(f"topology: tensor {tensor.name!r} refers to an external data file")
+    """The topology must be self-contained: a reference to a file would make the output read it."""
+    names = onnx_io.external_data_tensors(model)
+    if names:
+        raise BitstreamError(f"topology: tensor {names[0]!r} refers to an external data file")
 
 
 def _check_slot(unit: TensorUnit, slots: dict) -> None:
@@ -289,23 +275,26 @@ def decode_bitstream(data: bytes, structure: onnx.ModelProto | None = None, quan
         raise BitstreamError(f"expected {header['tensor_count']} tensor units after the header, found "
                              f"{sum(u.type == UnitType.TENSOR for u in tensor_units)} among {len(tensor_units)} units")
     slots = _slot_shapes(model)
-    values: dict[str, np.ndarray] = {}
-    quantized_tensors: dict[str, tuple[np.ndarray, float]] = {}
+    parsed: dict[str, tuple[int, TensorUnit]] = {}
     total_bytes = 0
-    for count, unit_frame in enumerate(tensor_units):
+    for unit_frame in tensor_units:  # every unit is checked before any tensor is decoded
         unit = _wrap(unit_frame.index, "tensor unit", parse_tensor_unit, unit_frame.payload, limits)
-        if unit.name in values:
+        if unit.name in parsed:
             raise BitstreamError(f"unit {unit_frame.index}: tensor {unit.name!r} appears twice")
         _wrap(unit_frame.index, "tensor unit", _check_slot, unit, slots)
         total_bytes += unit.size * 8
         if total_bytes > limits.max_total_bytes:
-            raise BitstreamError(f"decoded tensors exceed {limits.max_total_bytes} bytes")
-        array, symbols, step = _wrap(unit_frame.index, "tensor data", decode_tensor, unit, quantized, limits)
+            raise BitstreamError(f"decoded tensors exceed {limits.max_total_bytes} bytes (unit {unit_frame.index})")
+        parsed[unit.name] = (unit_frame.index, unit)
+    values: dict[str, np.ndarray] = {}
+    quantized_tensors: dict[str, tuple[np.ndarray, float]] = {}
+    for count, (index, unit) in enumerate(parsed.values()):
+        array, symbols, step = _wrap(index, "tensor data", decode_tensor, unit, quantized, limits)
         values[unit.name] = array
         if quantized and (unit.mode == QUANTIZED or (unit.mode == LATENT and _is_linear_latent(unit))):
             quantized_tensors[unit.name] = (symbols, step)
         if progress is not None:
-            progress(count + 1, len(tensor_units), unit.name)
+            progress(count + 1, len(parsed), unit.name)
     try:
         onnx_io.replace_tensors(model, values, in_place=True)
         if quantized_tensors:

@@ -1,18 +1,29 @@
-"""File-level decoding shared by `nnlc-decode` and `nnlc decompress`: read, decode, write atomically."""
+"""File-level decoding shared by `nnlc-decode` and `nnlc decompress`: read, decode, write atomically.
+
+Every output is written to a hidden temporary file beside it and renamed into place, so a reader (or a
+crash) never sees a partial file under the output's name (`atomic_file`).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import tempfile
+from collections.abc import Iterator
+from typing import BinaryIO
 
+import numpy as np
 import onnx
+from onnx import numpy_helper
 
 from nnlc import onnx_io
-from nnlc.decoder.decode import decode_bitstream
+from nnlc.decoder.decode import Limits, decode_bitstream
 from nnlc.errors import ModelError
 
 TWO_GIB = 2 * 1024 ** 3
+EXTERNAL_MIN_BYTES = 1024  # tensors this large go to the external data file (as onnx's default)
+EXTERNAL_ALIGNMENT = 64  # byte alignment of each tensor in the external data file
 
 
 def read_bytes(path: str) -> bytes:
@@ -24,20 +35,125 @@ def read_bytes(path: str) -> bytes:
         return handle.read()
 
 
-def atomic_write(path: str, data: bytes) -> None:
-    """Writes `data` to a temporary file beside `path`, then renames it over `path`."""
-    directory = os.path.dirname(os.path.abspath(path))
-    handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.basename(path), dir=directory)
+def _sync_directory(directory: str) -> None:
+    with contextlib.suppress(OSError):
+        descriptor = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+
+
+def _process_exists(pid: int) -> bool:
     try:
-        with os.fdopen(handle, "wb") as stream:
-            stream.write(data)
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, but belongs to someone else
+        return True
+    return True
+
+
+def remove_stale_temporaries(path: str) -> None:
+    """Removes `.tmp-<pid>-*-<name>` files beside `path` left by killed writers (whose pid is gone)."""
+    directory, name = os.path.split(os.path.abspath(path))
+    with contextlib.suppress(OSError):
+        for entry in os.listdir(directory):
+            parts = entry.split("-", 3)
+            if len(parts) == 4 and parts[0] == ".tmp" and parts[3] == name and parts[1].isdigit():
+                if int(parts[1]) != os.getpid() and not _process_exists(int(parts[1])):
+                    with contextlib.suppress(OSError):
+                        os.unlink(os.path.join(directory, entry))
+
+
+@contextlib.contextmanager
+def atomic_file(path: str) -> Iterator[BinaryIO]:
+    """Yields a binary stream; when the block succeeds its bytes replace `path` in one rename.
+
+    The bytes go to a hidden `.tmp-<pid>-<random>-<name>` file beside `path` first, which is synced,
+    renamed over `path` (one atomic step) and the directory synced. On an exception the temporary is
+    removed; one left by a killed process is removed by the next write to the same path.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    remove_stale_temporaries(path)
+    descriptor, temporary = tempfile.mkstemp(prefix=f".tmp-{os.getpid()}-", suffix=f"-{os.path.basename(path)}",
+                                             dir=directory)
+    os.fchmod(descriptor, 0o666 & ~_umask())
+    try:
+        with os.fdopen(descriptor, "wb") as stream:
+            yield stream
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
+        temporary = None
+        _sync_directory(directory)
+    finally:
+        if temporary is not None and os.path.exists(temporary):
             os.unlink(temporary)
-        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write(path: str, data: bytes) -> None:
+    """Writes `data` to `path` atomically (see `atomic_file`)."""
+    with atomic_file(path) as stream:
+        stream.write(data)
+
+
+def _large_tensors(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
+    """Initializers and Constant-node tensors (subgraphs included) of at least EXTERNAL_MIN_BYTES."""
+    for _, graph in onnx_io.iter_graphs(model.graph):
+        tensors = list(graph.initializer)
+        for node in graph.node:
+            tensors += [attribute.t for attribute in node.attribute if attribute.type == onnx.AttributeProto.TENSOR]
+        for tensor in tensors:
+            if tensor.data_type in (onnx.TensorProto.STRING, onnx.TensorProto.UNDEFINED):
+                continue
+            if not tensor.HasField("raw_data"):  # e.g. bfloat16 kept in int32_data: move it to raw_data
+                if int(np.prod(tensor.dims, dtype=np.int64)) * 2 < EXTERNAL_MIN_BYTES:
+                    continue
+                tensor.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(tensor), tensor.name))
+            if len(tensor.raw_data) >= EXTERNAL_MIN_BYTES:
+                yield tensor
+
+
+def save_model(model: onnx.ModelProto, path: str, external_data: bool = False,
+               threshold: int = TWO_GIB) -> int:
+    """Writes `model` to `path` atomically; returns the bytes written (data file included).
+
+    With `external_data`, or when the model is `threshold` bytes or more (protobuf cannot serialise
+    2 GiB), tensors of EXTERNAL_MIN_BYTES or more go to `<path>.data` beside it, referenced by a
+    relative location as ONNX specifies. `model` is changed in place in that case.
+    """
+    if not external_data and model.ByteSize() < threshold:
+        serialized = model.SerializeToString()
+        atomic_write(path, serialized)
+        return len(serialized)
+    location = os.path.basename(path) + ".data"
+    offset = 0
+    with atomic_file(os.path.join(os.path.dirname(os.path.abspath(path)), location)) as stream:
+        for tensor in _large_tensors(model):
+            padding = -offset % EXTERNAL_ALIGNMENT
+            stream.write(bytes(padding))
+            offset += padding
+            data = tensor.raw_data
+            stream.write(data)
+            del tensor.external_data[:]
+            for key, value in (("location", location), ("offset", str(offset)), ("length", str(len(data)))):
+                entry = tensor.external_data.add()
+                entry.key, entry.value = key, value
+            tensor.data_location = onnx.TensorProto.EXTERNAL
+            tensor.ClearField("raw_data")
+            offset += len(data)
+    if model.ByteSize() >= TWO_GIB:
+        raise ModelError("the model is over 2 GiB even without its tensor data")
+    serialized = model.SerializeToString()
+    atomic_write(path, serialized)
+    return len(serialized) + offset
 
 
 def progress_printer(label: str, quiet: bool = False):
@@ -53,13 +169,10 @@ def progress_printer(label: str, quiet: bool = False):
 
 
 def decode_file(bitstream_path: str, output_path: str, structure_path: str | None = None,
-                quantized: bool = False, quiet: bool = False) -> int:
-    """Decodes a .nnlc file to an ONNX file; returns the ONNX file's size in bytes."""
+                quantized: bool = False, quiet: bool = False, limits: Limits = Limits(),
+                external_data: bool = False, external_threshold: int = TWO_GIB) -> int:
+    """Decodes a .nnlc file to an ONNX file; returns the bytes written (see `save_model`)."""
     data = read_bytes(bitstream_path)
     structure = onnx_io.load_model(structure_path) if structure_path else None
-    model = decode_bitstream(data, structure, quantized, progress=progress_printer("decoding", quiet))
-    serialized = model.SerializeToString() if model.ByteSize() < TWO_GIB else None
-    if serialized is None:
-        raise ModelError("decoded models over 2 GB need external data, which this decoder does not write yet")
-    atomic_write(output_path, serialized)
-    return len(serialized)
+    model = decode_bitstream(data, structure, quantized, limits=limits, progress=progress_printer("decoding", quiet))
+    return save_model(model, output_path, external_data, external_threshold)

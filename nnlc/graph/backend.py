@@ -7,7 +7,7 @@ fixed at trace time; all other inputs are traced.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -70,7 +70,8 @@ class JaxBackendRep(BackendRep):
             inputs = [inputs]
         return dict(zip(self.input_names, inputs))
 
-    def run(self, inputs: Any, **kwargs: Any) -> tuple[np.ndarray, ...]:
+    def split_call(self, inputs: Any) -> tuple[Callable[[Any, Any], dict[str, Any]], dict[str, Any], dict[str, Any]]:
+        """(fn, weights, traced inputs) such that `fn(weights, traced)` computes the outputs."""
         feeds = self._feeds(inputs)
         fixed = {k: v for k, v in feeds.items() if k in self.static_names}
         traced = {k: v for k, v in feeds.items() if k not in self.static_names}
@@ -78,16 +79,21 @@ class JaxBackendRep(BackendRep):
         def call(weights: dict[str, Any], dynamic: dict[str, Any]) -> dict[str, Any]:
             return self.apply(weights, {**dynamic, **fixed})
 
-        weights = self.weights if self.trace_weights else {}
-        outputs = (jax.jit(call) if self.jit else call)(weights, traced)
+        return call, (self.weights if self.trace_weights else {}), traced
+
+    def finish(self, outputs: Mapping[str, Any]) -> tuple[np.ndarray, ...]:
+        """The outputs dict as the tuple `run` returns (declared types when 64-bit types are off)."""
         results = []
         for name, elem_type in zip(self.output_names, self.output_types):
-            value = outputs[name]
-            value = np.asarray(value)
+            value = np.asarray(outputs[name])
             if not _x64_enabled() and elem_type:
                 value = value.astype(onnx_to_numpy_dtype(elem_type))
             results.append(value)
         return tuple(results)
+
+    def run(self, inputs: Any, **kwargs: Any) -> tuple[np.ndarray, ...]:
+        call, weights, traced = self.split_call(inputs)
+        return self.finish((jax.jit(call) if self.jit else call)(weights, traced))
 
 
 class JaxBackend(Backend):

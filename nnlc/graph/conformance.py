@@ -79,7 +79,7 @@ def _as_array(value: Any) -> Any:
     return numpy_helper.to_array(value) if isinstance(value, onnx.TensorProto) else value
 
 
-def run_node_test(name: str, jit: bool = True) -> Outcome:
+def run_node_test(name: str) -> Outcome:
     """Runs one node test: skipped when it uses an unsupported op or non-tensor values."""
     case = node_test_cases()[name]
     start = time.perf_counter()
@@ -87,7 +87,7 @@ def run_node_test(name: str, jit: bool = True) -> Outcome:
     if missing:
         return Outcome(name, SKIPPED, 0.0, f"unsupported ops: {', '.join(sorted(missing))}")
     try:
-        prepared = JaxBackend.prepare(case.model, jit=jit)
+        prepared = JaxBackend.prepare(case.model)
         for inputs, outputs in case.data_sets:
             inputs = [_as_array(v) for v in inputs]
             if any(isinstance(v, (list, dict)) or v is None for v in inputs):
@@ -136,18 +136,89 @@ def run_light_test(model_name: str) -> Outcome:
     return Outcome(name, PASSED, time.perf_counter() - start)
 
 
-def run_node_tests(names: Iterable[str] | None = None, jit: bool = True) -> list[Outcome]:
-    """Runs the named node tests (all by default) with 64-bit types enabled, as ONNX's data needs."""
+def _node_test_jobs(name: str) -> tuple[list[tuple], Outcome | None]:
+    """(rep, call, weights, traced inputs, expected outputs) per data set, or an outcome that ends the test."""
+    case = node_test_cases()[name]
+    missing = unsupported_ops(case.model)
+    if missing:
+        return [], Outcome(name, SKIPPED, 0.0, f"unsupported ops: {', '.join(sorted(missing))}")
+    jobs = []
+    for inputs, outputs in case.data_sets:
+        inputs = [_as_array(v) for v in inputs]
+        if any(isinstance(v, (list, dict)) or v is None for v in inputs):
+            return [], Outcome(name, SKIPPED, 0.0, "sequence or optional inputs")
+        if any(np.asarray(v).dtype.kind in "OSU" for v in inputs):
+            return [], Outcome(name, SKIPPED, 0.0, "string tensors (JAX has no string arrays)")
+        jobs.append((inputs, [_as_array(v) for v in outputs]))
+    try:
+        prepared = JaxBackend.prepare(case.model)
+        return [(prepared, *prepared.split_call(inputs), expected) for inputs, expected in jobs], None
+    except Exception:  # noqa: BLE001  (reported by the individual run)
+        return [], run_node_test(name)
+
+
+def _run_group(names: list[str]) -> list[Outcome]:
+    """Runs several node tests in one jit-compiled program (compiling is most of a test's time);
+    any test that fails or errs there is run again on its own, which decides its outcome."""
+    start = time.perf_counter()
+    outcomes: dict[str, Outcome] = {}
+    jobs: list[tuple[str, tuple]] = []
+    for name in names:
+        test_jobs, outcome = _node_test_jobs(name)
+        if outcome is not None:
+            outcomes[name] = outcome
+        jobs.extend((name, job) for job in test_jobs)
+    results = None
+    if jobs:
+        def all_calls(weights: list, traced: list) -> list:
+            return [job[1](w, t) for (_, job), w, t in zip(jobs, weights, traced)]
+
+        try:
+            results = jax.jit(all_calls)([job[2] for _, job in jobs], [job[3] for _, job in jobs])
+        except Exception:  # noqa: BLE001
+            results = None
+    failed = set()
+    for index, (name, (prepared, _, _, _, expected)) in enumerate(jobs):
+        if results is None:
+            failed.add(name)
+            continue
+        case = node_test_cases()[name]
+        try:
+            _assert_similar(expected, prepared.finish(results[index]), case.rtol, case.atol)
+        except Exception:  # noqa: BLE001
+            failed.add(name)
+    seconds = (time.perf_counter() - start) / max(len(names), 1)
+    for name in names:
+        if name not in outcomes:
+            outcomes[name] = run_node_test(name) if name in failed else Outcome(name, PASSED, seconds)
+    return [outcomes[name] for name in names]
+
+
+def run_node_tests(names: Iterable[str] | None = None, group_size: int = 16) -> list[Outcome]:
+    """Runs the named node tests (all by default) with 64-bit types enabled, as ONNX's data needs.
+
+    `group_size` tests share one compiled program (see `_run_group`); 1 runs each on its own.
+    """
     names = sorted(node_test_cases()) if names is None else list(names)
+    unknown = [name for name in names if name not in node_test_cases()]
+    names = [name for name in names if name in node_test_cases()]
     with jax.enable_x64(True), warnings.catch_warnings(), np.errstate(all="ignore"):
         warnings.simplefilter("ignore")
-        return [run_node_test(name, jit) for name in names]
+        if group_size <= 1:
+            return [run_node_test(name) for name in names] + \
+                [Outcome(name, SKIPPED, 0.0, f"not in onnx {onnx.__version__}'s test suite") for name in unknown]
+        outcomes = [Outcome(name, SKIPPED, 0.0, f"not in onnx {onnx.__version__}'s test suite") for name in unknown]
+        for begin in range(0, len(names), group_size):
+            outcomes.extend(_run_group(names[begin:begin + group_size]))
+        return outcomes
 
 
-def run_light_tests() -> list[Outcome]:
+def run_light_tests(names: Iterable[str] | None = None) -> list[Outcome]:
+    """The light models (all by default) on ONNX's dummy inputs, 64-bit types enabled."""
+    names = light_model_names() if names is None else list(names)
     with jax.enable_x64(True), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return [run_light_test(name) for name in light_model_names()]
+        return [run_light_test(name) for name in names]
 
 
 def summarize(outcomes: Iterable[Outcome]) -> dict[str, int]:

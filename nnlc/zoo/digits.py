@@ -141,8 +141,13 @@ def export_lenet(params: dict[str, np.ndarray], opset: int = 17) -> onnx.ModelPr
         helper.make_node("Relu", ["h"], ["hr"]),
         helper.make_node("Gemm", ["hr", "fc2.weight", "fc2.bias"], ["logits"], transB=1),
     ]
+    return _digits_model(nodes, "lenet_digits", params, opset)
+
+
+def _digits_model(nodes: list, name: str, params: dict[str, np.ndarray], opset: int) -> onnx.ModelProto:
+    """A checked ONNX model: input `image` [n,1,8,8], output `logits` [n,10], params as initializers."""
     graph = helper.make_graph(
-        nodes, "lenet_digits",
+        nodes, name,
         [helper.make_tensor_value_info(INPUT_NAME, onnx.TensorProto.FLOAT, ["n", 1, 8, 8])],
         [helper.make_tensor_value_info(OUTPUT_NAME, onnx.TensorProto.FLOAT, ["n", 10])],
         [numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in params.items()])
@@ -159,14 +164,7 @@ def _export_mlp(params: dict[str, np.ndarray], opset: int) -> onnx.ModelProto:
         nodes.append(helper.make_node("Gemm", [f"h{index - 1}", f"fc{index}.weight", f"fc{index}.bias"], [output], transB=1))
         if index < layers:
             nodes.append(helper.make_node("Relu", [output], [f"h{index}"]))
-    graph = helper.make_graph(
-        nodes, "lenet300_digits",
-        [helper.make_tensor_value_info(INPUT_NAME, onnx.TensorProto.FLOAT, ["n", 1, 8, 8])],
-        [helper.make_tensor_value_info(OUTPUT_NAME, onnx.TensorProto.FLOAT, ["n", 10])],
-        [numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in params.items()])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="nnlc.zoo")
-    onnx.checker.check_model(model)
-    return model
+    return _digits_model(nodes, "lenet300_digits", params, opset)
 
 
 def onnx_accuracy(model: onnx.ModelProto | bytes, images: np.ndarray, labels: np.ndarray) -> float:
