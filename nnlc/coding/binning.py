@@ -113,10 +113,18 @@ def pack_bits(values: np.ndarray, nbits: np.ndarray) -> bytes:
     return np.packbits(bits).tobytes()
 
 
-def unpack_bits(data: bytes, nbits: np.ndarray) -> np.ndarray:
-    """Inverse of `pack_bits` (each count <= 56); raises ValueError when `data` holds too few bits.
+def bit_windows(data: bytes) -> np.ndarray:
+    """Overlapping big-endian 64-bit words starting at every byte of `data` (a strided view, no copy)."""
+    padded = bytearray(len(data) + 8)
+    padded[:len(data)] = data
+    return np.ndarray(shape=(len(data) + 1,), dtype=">u8", buffer=padded, strides=(1,))
 
-    Vectorised: every value is cut out of the big-endian 64-bit window starting at its first byte.
+
+def unpack_bits(data: bytes, nbits: np.ndarray, first_bit: int = 0, windows: np.ndarray | None = None) -> np.ndarray:
+    """Inverse of `pack_bits` (each count <= 56), reading from bit `first_bit` of `data`.
+
+    Raises ValueError when `data` holds too few bits. Vectorised: every value is cut out of the
+    big-endian 64-bit window starting at its first byte (`windows`: `bit_windows(data)`, to reuse).
     """
     nbits = np.asarray(nbits)
     if nbits.size == 0:
@@ -127,13 +135,13 @@ def unpack_bits(data: bytes, nbits: np.ndarray) -> np.ndarray:
         return np.zeros(nbits.shape, dtype=np.int64)
     if int(nbits.max()) > 56:
         raise ValueError("raw bits: more than 56 bits for one value")
-    if len(data) * 8 < total:
-        raise ValueError(f"raw bits: need {total} bits, have {len(data) * 8}")
+    if len(data) * 8 < first_bit + total:
+        raise ValueError(f"raw bits: need {first_bit + total} bits, have {len(data) * 8}")
     starts -= nbits
-    padded = bytes(data) + bytes(8)
-    # Overlapping big-endian 64-bit words starting at every byte (a strided view, no copy).
-    words = np.ndarray(shape=(len(data) + 1,), dtype=">u8", buffer=padded, strides=(1,))
-    window = words[starts >> 3].astype(np.uint64)
+    starts += first_bit
+    if windows is None:
+        windows = bit_windows(data)
+    window = windows[starts >> 3].astype(np.uint64)
     window <<= (starts & 7).astype(np.uint64)
     window >>= np.uint64(1)  # two shifts, so that a count of 0 shifts by 64 in total and gives 0
     window >>= (63 - nbits).astype(np.uint64)

@@ -10,11 +10,13 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+from collections.abc import Iterator
 
 import constriction
 import numpy as np
 
-from nnlc.coding.binning import Binning, floor_log2, from_bins, pack_bits, raw_bit_counts, to_bins, unpack_bits
+from nnlc.coding.binning import (Binning, bit_windows, floor_log2, from_bins, pack_bits, raw_bit_counts, to_bins,
+                                 unpack_bits)
 from nnlc.coding.tables import Table, ideal_bits, table_from_counts
 
 PRECISIONS = (16, 14, 12, 10, 8)
@@ -22,6 +24,7 @@ MANTISSA_BITS = (1, 2, 3, 4, 5)
 # Decoding a symbol that carries raw bits costs about as much time as decoding the symbol itself:
 # the plan charges this many bits per such symbol, so large tensors prefer exact (wider) tables.
 RAW_SYMBOL_PENALTY_BITS = 0.02
+DECODE_CHUNK = 1 << 20  # symbols decoded per step: bounds the decoder's working memory
 ANS_PRECISION = 24  # constriction's AnsCoder models: no symbol costs more than 24 bits
 
 
@@ -160,47 +163,58 @@ def table_of(fields: dict) -> Table:
                  fields["escape_frequency"])
 
 
-def _decode_varints(data: bytes, count: int) -> np.ndarray:
-    """`count` LEB128 values (each < 2**63, so at most 9 bytes) filling `data` exactly; vectorised."""
+def _decode_varints(data: bytes) -> np.ndarray:
+    """Every LEB128 value (each < 2**63, so at most 9 bytes) of `data`, which they must fill; vectorised."""
     raw = np.frombuffer(data, dtype=np.uint8)
     ends = np.flatnonzero(raw < 0x80)
-    if len(ends) != count or (count and ends[-1] != len(raw) - 1):
-        raise ValueError(f"escapes: {len(raw)} bytes do not hold {count} varints")
-    if count == 0:
+    if len(raw) and (not len(ends) or ends[-1] != len(raw) - 1):
+        raise ValueError("escapes: truncated varint")
+    if not len(ends):
         return np.zeros(0, dtype=np.int64)
     starts = np.concatenate(([0], ends[:-1] + 1))
     if int(np.max(ends - starts)) > 8:
         raise ValueError("escapes: value too large")
-    owner = np.repeat(np.arange(count), ends - starts + 1)
+    owner = np.repeat(np.arange(len(ends)), ends - starts + 1)
     shifts = (7 * (np.arange(len(raw)) - starts[owner])).astype(np.uint64)
     parts = (raw & 0x7F).astype(np.uint64) << shifts
     return np.bitwise_or.reduceat(parts, starts).astype(np.int64)
 
 
-def _decode_table_indices(fields: dict, count: int) -> tuple[Binning, Table, np.ndarray]:
+def _checked_table(fields: dict, count: int) -> tuple[Binning, Table]:
     binning = Binning(fields["exact_log2"], fields["mantissa_bits"])
     table = table_of(fields)
-    words = bytes(fields["ans_words"])
-    if len(words) % 4:
+    words = len(fields["ans_words"])
+    if words % 4:
         raise ValueError("ans_words: length is not a multiple of 4")
     if table.alphabet_size == 0:
         raise ValueError("empty table")
     size = len(table.frequencies)
     if max(abs(table.first), abs(table.first + size - 1)) > binning.max_bin:
         raise ValueError("table bins outside the binning's range")
-    if table.alphabet_size == 1:
-        if words:
-            raise ValueError("ans_words: present for a one-symbol alphabet")
-        return binning, table, np.zeros(count, dtype=np.int32)
+    if table.alphabet_size == 1 and words:
+        raise ValueError("ans_words: present for a one-symbol alphabet")
     # A symbol costs at most ANS_PRECISION bits, the coder's state at most two words.
-    if len(words) // 4 > (count * ANS_PRECISION + 31) // 32 + 2:
-        raise ValueError(f"ans_words: {len(words) // 4} words is more than {count} symbols can need")
-    coder = constriction.stream.stack.AnsCoder(np.frombuffer(words, dtype="<u4").astype(np.uint32))
+    if words // 4 > (count * ANS_PRECISION + 31) // 32 + 2:
+        raise ValueError(f"ans_words: {words // 4} words is more than {count} symbols can need")
+    return binning, table
+
+
+def _index_chunks(fields: dict, table: Table, count: int) -> Iterator[np.ndarray]:
+    """Table indices (int32; len(frequencies) is the escape symbol) in chunks of DECODE_CHUNK.
+
+    After the last chunk, checks that the symbols used up every ANS word.
+    """
+    if table.alphabet_size == 1:
+        for start in range(0, count, DECODE_CHUNK):
+            yield np.zeros(min(DECODE_CHUNK, count - start), dtype=np.int32)
+        return
+    words = np.frombuffer(fields["ans_words"], dtype="<u4").astype(np.uint32)
+    coder = constriction.stream.stack.AnsCoder(words)
     model = constriction.stream.model.Categorical(table.probabilities(), perfect=False)
-    index = coder.decode(model, count)
+    for start in range(0, count, DECODE_CHUNK):
+        yield coder.decode(model, min(DECODE_CHUNK, count - start))
     if not coder.is_empty():
         raise ValueError("ans_words: data left after decoding every symbol")
-    return binning, table, index
 
 
 def _table_lookups(binning: Binning, table: Table) -> tuple[np.ndarray, np.ndarray]:
@@ -210,55 +224,94 @@ def _table_lookups(binning: Binning, table: Table) -> tuple[np.ndarray, np.ndarr
     return from_bins(table_bins, np.zeros_like(table_bins), binning), raw_bit_counts(table_bins, binning)
 
 
-def decode_symbols(fields: dict, count: int) -> np.ndarray:
-    """Decodes `count` integers from a `symbols` structure. Raises ValueError on inconsistent data."""
-    if count == 0:
-        return np.zeros(0, dtype=np.int64)
-    binning, table, index = _decode_table_indices(fields, count)
+def _value_chunks(fields: dict, count: int) -> Iterator[np.ndarray]:
+    """The decoded integers (int64) in chunks of DECODE_CHUNK: table, escapes and raw bits.
+
+    Memory is O(DECODE_CHUNK) besides the input; every consistency check runs by the last chunk.
+    """
+    binning, table = _checked_table(fields, count)
     size = len(table.frequencies)
     base_lut, nbits_lut = _table_lookups(binning, table)
-    values = base_lut[index]
-    escaped = np.flatnonzero(index == size) if table.escape_frequency else np.zeros(0, dtype=np.int64)
-    has_raw_bits = bool(np.any(nbits_lut))
-    if escaped.size:
-        escaped_bins = _unzigzag(_decode_varints(bytes(fields["escapes"]), escaped.size))
-        if np.any(np.abs(escaped_bins) > binning.max_bin):
-            raise ValueError("escaped bin outside the binning's range")
-        values[escaped] = from_bins(escaped_bins, np.zeros_like(escaped_bins), binning)
-        escaped_nbits = raw_bit_counts(escaped_bins, binning)
-        has_raw_bits = has_raw_bits or bool(np.any(escaped_nbits))
-    elif len(fields["escapes"]):
-        raise ValueError("escapes: present but no escape symbol decoded")
-    if has_raw_bits:
-        nbits = nbits_lut.astype(np.uint8)[index]
-        if escaped.size:
-            nbits[escaped] = escaped_nbits
-        offsets = unpack_bits(bytes(fields["raw_bits"]), nbits)
-        negative = values >> 63  # -1 where the value is negative, else 0
-        offsets ^= negative
-        offsets -= negative
+    nbits_lut = nbits_lut.astype(np.uint8)
+    escaped_bins = _unzigzag(_decode_varints(bytes(fields["escapes"])))
+    if np.any(np.abs(escaped_bins) > binning.max_bin):
+        raise ValueError("escaped bin outside the binning's range")
+    raw = fields["raw_bits"]
+    windows = bit_windows(raw)
+    escapes_used = bits_used = 0
+    for index in _index_chunks(fields, table, count):
+        values = base_lut[index]
+        nbits = nbits_lut[index] if nbits_lut.any() else None
+        escaped = np.flatnonzero(index == size) if table.escape_frequency else ()
+        if len(escaped):
+            bins = escaped_bins[escapes_used:escapes_used + len(escaped)]
+            if len(bins) != len(escaped):
+                raise ValueError("escapes: fewer values than escaped symbols")
+            escapes_used += len(escaped)
+            values[escaped] = from_bins(bins, np.zeros_like(bins), binning)
+            escaped_nbits = raw_bit_counts(bins, binning)
+            if escaped_nbits.any():
+                nbits = np.zeros(len(index), dtype=np.uint8) if nbits is None else nbits
+                nbits[escaped] = escaped_nbits
+        if nbits is not None:
+            bits_used = _add_raw_bits(values, nbits, raw, bits_used, windows)
+        yield values
+    if escapes_used != len(escaped_bins):
+        raise ValueError(f"escapes: {len(escaped_bins) - escapes_used} values left after the escaped symbols")
+    if len(raw) != (bits_used + 7) // 8:
+        raise ValueError("raw_bits: length does not match the symbols' raw bits")
+
+
+def _add_raw_bits(values: np.ndarray, nbits: np.ndarray, raw, first_bit: int, windows: np.ndarray) -> int:
+    """Adds each value's raw offset (away from zero: the bin carries the sign) in place; returns the
+    next bit position. Unpacks only the values that carry bits when they are few."""
+    carrying = np.flatnonzero(nbits) if np.count_nonzero(nbits) < len(nbits) // 2 else None
+    carried_bits = nbits if carrying is None else nbits[carrying]
+    offsets = unpack_bits(raw, carried_bits, first_bit, windows)
+    selected = values if carrying is None else values[carrying]
+    np.negative(offsets, out=offsets, where=selected < 0)
+    if carrying is None:
         values += offsets
-    elif len(fields["raw_bits"]):
-        raise ValueError("raw_bits: present but no symbol has raw bits")
+    else:
+        values[carrying] = selected + offsets
+    return first_bit + int(carried_bits.sum(dtype=np.int64))
+
+
+def decode_symbols(fields: dict, count: int) -> np.ndarray:
+    """Decodes `count` integers from a `symbols` structure. Raises ValueError on inconsistent data."""
+    values = np.empty(count, dtype=np.int64)
+    start = 0
+    for chunk in _value_chunks(fields, count):
+        values[start:start + len(chunk)] = chunk
+        start += len(chunk)
     return values
 
 
 def decode_dequantized(fields: dict, count: int, step: np.float32, max_magnitude: int) -> np.ndarray:
-    """float32(q) * step for the integers q of a `symbols` structure, without materialising q
-    when no symbol needs raw bits or escapes (one table lookup per symbol)."""
-    if count == 0:
-        return np.zeros(0, dtype=np.float32)
-    if fields["escape_frequency"] == 0 and not len(fields["raw_bits"]):
-        binning, table, index = _decode_table_indices(fields, count)
+    """float32(q) * step for the integers q of a `symbols` structure, in float32, without
+    materialising q (one table lookup per symbol when no symbol needs raw bits or escapes)."""
+    values = np.empty(count, dtype=np.float32)
+    step = np.float32(step)
+    start = 0
+    if fields["escape_frequency"] == 0 and not len(fields["raw_bits"]) and count:
+        binning, table = _checked_table(fields, count)
         base_lut, nbits_lut = _table_lookups(binning, table)
         if not np.any(nbits_lut):
             if np.max(np.abs(base_lut)) > max_magnitude:
                 raise ValueError(f"quantized value beyond {max_magnitude}")
-            return (base_lut.astype(np.float32) * np.float32(step))[index]
-    symbols = decode_symbols(fields, count)
-    if symbols.size and np.max(np.abs(symbols)) > max_magnitude:
-        raise ValueError(f"quantized value beyond {max_magnitude}")
-    return symbols.astype(np.float32) * np.float32(step)
+            float_lut = base_lut.astype(np.float32) * step
+            for index in _index_chunks(fields, table, count):
+                values[start:start + len(index)] = float_lut[index]
+                start += len(index)
+            return values
+    for chunk in _value_chunks(fields, count):
+        if chunk.size and max(-int(chunk.min()), int(chunk.max())) > max_magnitude:
+            raise ValueError(f"quantized value beyond {max_magnitude}")
+        part = values[start:start + len(chunk)]
+        part[...] = chunk
+        part *= step
+        start += len(chunk)
+    return values
 
 
 def ideal_code_bits(fields: dict, values: np.ndarray) -> float:

@@ -124,7 +124,7 @@ class JaxBackend(Backend):
             [node], "single_node",
             [onnx.helper.make_tensor_value_info(n, onnx.helper.np_dtype_to_tensor_dtype(np.asarray(v).dtype), None)
              for n, v in zip(names, inputs)],
-            [onnx.helper.make_tensor_value_info(n, 0, None) for n in node.output])
+            [onnx.helper.make_empty_tensor_value_info(n) for n in node.output])
         model = onnx.helper.make_model(graph)
         return cls.run_model(model, list(inputs), device, **kwargs)
 

@@ -21,6 +21,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.learning_rate_latents = 0.05  # latents are in units of quantization bins (of the initial step)
     config.learning_rate_decoder = 1e-2  # log-steps
     config.learning_rate_entropy = 1e-2
+    config.entropy_warmup_steps = 300  # fit the entropy models to the initial latents before training
     config.entropy_model = "deep_factorized"  # deep_factorized | laplace | logistic
     config.coding_tables = "fitted"  # fitted (to the final latents, smallest) | learned (the entropy models')
     config.final_rounding = "nearest"  # nearest (the trained forward pass) | rdo (rate-distortion optimised)

@@ -24,7 +24,8 @@ from nnlc import onnx_io
 from nnlc.decoder.files import atomic_write
 from nnlc.training import data, final_encode, sharding
 from nnlc.training.problem import build_problem, decoded_weights
-from nnlc.training.step import create_train_state, make_eval_rate, make_optimizer, make_train_step
+from nnlc.training.step import (create_train_state, make_entropy_warmup, make_eval_rate, make_optimizer,
+                                make_train_step)
 
 
 def config_hash(config: Any) -> str:
@@ -85,6 +86,12 @@ def train_and_evaluate(config: Any, workdir: str, stop_after: int | None = None)
     fixed_items = final_encode.fixed_tensor_plan(model, set(problem.fixed_weights), config.fixed_qp)
     problem.fixed_weights.update({k: v for k, v in final_encode.decoded_fixed_values(fixed_items).items()
                                   if k in problem.fixed_weights})
+    if config.entropy_warmup_steps:
+        started = time.perf_counter()
+        params = jax.jit(make_entropy_warmup(problem, config))(params, jax.random.fold_in(init_rng, 1))
+        rate = float(make_eval_rate(problem)(params))
+        print(f"entropy models fitted to the initial latents: {rate:.3f} bits/param "
+              f"({config.entropy_warmup_steps} steps, {time.perf_counter() - started:.1f} s)", flush=True)
     optimizer = make_optimizer(config)
     mesh = sharding.data_mesh()
     state = jax.device_put(create_train_state(params, optimizer), sharding.replicated(mesh))

@@ -83,3 +83,26 @@ def make_train_step(problem: Problem, config: Any, optimizer: optax.GradientTran
 def make_eval_rate(problem: Problem) -> Callable:
     """Bits per parameter of the rounded latents under the current densities (no noise)."""
     return jax.jit(lambda params: rate_bits(problem, params, None) / problem.trained_params)
+
+
+def make_entropy_warmup(problem: Problem, config: Any) -> Callable:
+    """warmup(params, rng) -> params: fits the entropy models to the initial latents (rate only,
+    latents and decoders frozen), so the first training steps see a meaningful rate."""
+    optimizer = optax.adam(config.learning_rate_entropy)
+
+    def rate_of(entropy_params, params, rng):
+        return rate_bits(problem, {**params, "entropy": entropy_params}, rng) / problem.trained_params
+
+    def one_step(carry, rng):
+        entropy_params, opt_state, params = carry
+        grads = jax.grad(rate_of)(entropy_params, params, rng)
+        updates, opt_state = optimizer.update(grads, opt_state, entropy_params)
+        return (optax.apply_updates(entropy_params, updates), opt_state, params), None
+
+    def warmup(params: Any, rng: jax.Array) -> Any:
+        entropy_params = params["entropy"]
+        keys = jax.random.split(rng, config.entropy_warmup_steps)
+        (entropy_params, _, _), _ = jax.lax.scan(one_step, (entropy_params, optimizer.init(entropy_params), params), keys)
+        return {**params, "entropy": entropy_params}
+
+    return warmup

@@ -137,18 +137,24 @@ def _along_axis(ctx: NodeContext, x: Any, function) -> Any:
     return function(x, normalize_axis(ctx.attr("axis", -1), len(shape_of(x))))
 
 
+def _materialized(x: Any) -> Any:
+    """`x` computed once: if XLA fused its producer into both the max and the exp of a softmax, two
+    differently ordered reductions could disagree by an ulp and x - max(x) could overflow exp."""
+    return jax.lax.optimization_barrier(jnp.asarray(x))
+
+
 def _softmax(xp: Any, x: Any, axis: int) -> Any:
     if xp is np:
         shifted = np.exp(x - np.max(x, axis=axis, keepdims=True))
         return (shifted / shifted.sum(axis=axis, keepdims=True)).astype(x.dtype)
-    return jax.nn.softmax(x, axis=axis)
+    return jax.nn.softmax(_materialized(x), axis=axis)
 
 
 def _log_softmax(xp: Any, x: Any, axis: int) -> Any:
     if xp is np:
         shifted = x - np.max(x, axis=axis, keepdims=True)
         return (shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))).astype(x.dtype)
-    return jax.nn.log_softmax(x, axis=axis)
+    return jax.nn.log_softmax(_materialized(x), axis=axis)
 
 
 @register("Softmax")
