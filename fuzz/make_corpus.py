@@ -122,11 +122,32 @@ def seeds() -> dict[str, bytes]:
     return found
 
 
+def regressions() -> dict[str, bytes]:
+    """Inputs that made the decoder let another exception than BitstreamError escape, found by review
+    (fuzz/crashes/review-*; the fuzzer's own findings are saved there under their signature)."""
+    from nnlc.bitstream.container import read_container, write_container
+    from nnlc.bitstream.syntax import read_exact, write_fields
+
+    units = [(unit.type, bytes(unit.payload)) for unit in read_container(seeds()["constant_storage_and_integer"])]
+    for position, (unit_type, payload) in enumerate(units):
+        fields = read_exact("tensor", payload) if unit_type == 3 else None
+        if fields is not None and fields["onnx_name"] == "alpha":  # a Constant value_float: 0-d
+            fields["shape"] = [2]  # with 2 elements of raw data the old decoder failed in replace_tensors
+            fields["body"] = write_fields("tensor_raw", {"compression": 0, "data": bytes(8)})
+            units[position] = (unit_type, write_fields("tensor", fields))
+    return {"review-value-float-with-two-elements": write_container(units)}
+
+
 def main() -> None:
     CORPUS.mkdir(parents=True, exist_ok=True)
     for name, bitstream in seeds().items():
         (CORPUS / f"{name}.nnlc").write_bytes(bitstream)
         print(f"{name}: {len(bitstream)} bytes")
+    crashes = CORPUS.parent / "crashes"
+    crashes.mkdir(exist_ok=True)
+    for name, bitstream in regressions().items():
+        (crashes / name).write_bytes(bitstream)
+        print(f"crashes/{name}: {len(bitstream)} bytes")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ from nnlc import onnx_io, quantization
 from nnlc.bitstream import UnitType, write_container, write_fields
 from nnlc.coding import symbols as symbol_coding
 from nnlc.decoder import latents
-from nnlc.errors import ModelError
 
 RAW, QUANTIZED, INTEGER, LATENT = 0, 1, 2, 3
 MODE_NAMES = {RAW: "raw", QUANTIZED: "quantized", INTEGER: "integer", LATENT: "latent"}
@@ -174,6 +173,13 @@ def _model_data_types(model: onnx.ModelProto, names: Iterable[str]) -> dict[str,
     return {name: shapes[name][1] for name in names}
 
 
+def compress_topology(serialized: bytes) -> bytes:
+    """xz (LZMA2 preset 9) with a dictionary no larger than the data needs, so decoders allocate little."""
+    dictionary = min(1 << 26, max(1 << 16, 1 << (len(serialized) - 1).bit_length()))
+    return lzma.compress(serialized, format=lzma.FORMAT_XZ,
+                         filters=[{"id": lzma.FILTER_LZMA2, "preset": 9, "dict_size": dictionary}])
+
+
 def write_bitstream(model: onnx.ModelProto, planned: list[CodedTensor], carry_topology: bool = True,
                     producer: str = PRODUCER, progress: Callable[[int, int, str], None] | None = None) -> EncodeResult:
     """Codes the planned tensors (and optionally the stripped topology) into a bitstream."""
@@ -184,12 +190,8 @@ def write_bitstream(model: onnx.ModelProto, planned: list[CodedTensor], carry_to
     units: list[tuple[int, bytes]] = [(UnitType.MODEL_HEADER, header)]
     topology_bytes = 0
     if carry_topology:
-        stripped_model = onnx_io.strip_tensors(model, set(names))
-        external = onnx_io.external_data_tensors(stripped_model)
-        if external:
-            raise ModelError(f"tensor {external[0]!r} refers to external data that was not loaded")
-        stripped = stripped_model.SerializeToString()
-        compressed = lzma.compress(stripped, format=lzma.FORMAT_XZ, preset=9)
+        stripped = onnx_io.strip_tensors(model, set(names)).SerializeToString()
+        compressed = compress_topology(stripped)
         topology = write_fields("topology", {"codec": 1, "raw_length": len(stripped), "data": compressed})
         units.append((UnitType.TOPOLOGY, topology))
         topology_bytes = len(topology)

@@ -234,7 +234,12 @@ def find_tensors(model: onnx.ModelProto, include_integer: bool = False) -> dict[
     """Every float (and optionally integer/bool) tensor of the model, in a stable order.
 
     Order: graphs depth first; within a graph, initializers then Constant nodes in node order.
+    Raises ModelError when tensor data lives in an external file that was not loaded.
     """
+    external = external_data_tensors(model)
+    if external:
+        raise ModelError(f"tensor {external[0]!r}: its data is in an external file that was not loaded "
+                         "(load the model with its external data)")
     consumers = _consumers(model)
     records: dict[str, TensorRecord] = {}
 
@@ -274,9 +279,26 @@ def _graph_at(model: onnx.ModelProto, path: str) -> onnx.GraphProto:
     raise ModelError(f"the model has no subgraph {path!r}")
 
 
+def bfloat16_bits(array: np.ndarray) -> np.ndarray:
+    """uint16 bfloat16 bit patterns of float values, rounded to nearest even (as onnx's helper rounds).
+
+    NaNs keep their sign and top payload bits (so bfloat16 NaNs that went through float32 come back
+    unchanged). Vectorised: no Python list of the values.
+    """
+    bits = np.ascontiguousarray(array, dtype=np.float32).view(np.uint32)
+    rounded = ((bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)).astype(np.uint16)
+    nan = np.isnan(np.asarray(array, dtype=np.float32))
+    if nan.any():
+        truncated = (bits[nan] >> np.uint32(16)).astype(np.uint16)
+        rounded[nan] = np.where(truncated & 0x7F, truncated, truncated | 0x40)
+    return rounded
+
+
 def _tensor_proto(array: np.ndarray, name: str, data_type: int) -> onnx.TensorProto:
     if data_type == onnx.TensorProto.BFLOAT16:
-        return onnx.helper.make_tensor(name, data_type, array.shape, np.asarray(array, np.float32).ravel().tolist())
+        tensor = onnx.TensorProto(name=name, data_type=data_type, dims=np.shape(array))
+        tensor.raw_data = bfloat16_bits(array).astype("<u2").tobytes()
+        return tensor
     target = onnx.helper.tensor_dtype_to_np_dtype(data_type)
     return numpy_helper.from_array(np.asarray(array).astype(target, copy=False), name=name)
 

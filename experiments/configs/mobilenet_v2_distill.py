@@ -29,6 +29,9 @@ def get_config(arg: str | None = None):
     config.log_every = 10
     config.checkpoint_every = 50
     config.reparam.init_qp = -42  # start at NNCodec's transparent operating point
+    # one density per role (not per tensor): far smaller programs to compile; per-tensor steps
+    # still scale each tensor's latents, and the final encode fits a table per tensor anyway
+    config.reparam.share_entropy_model = "role"
     config.evaluation = "classifier"
     config.evaluation_options.n = 200
     return config

@@ -293,7 +293,7 @@ def decode_dequantized(fields: dict, count: int, step: np.float32, max_magnitude
     values = np.empty(count, dtype=np.float32)
     step = np.float32(step)
     start = 0
-    if fields["escape_frequency"] == 0 and not len(fields["raw_bits"]) and count:
+    if fields["escape_frequency"] == 0 and not len(fields["raw_bits"]) and not len(fields["escapes"]) and count:
         binning, table = _checked_table(fields, count)
         base_lut, nbits_lut = _table_lookups(binning, table)
         if not np.any(nbits_lut):

@@ -137,24 +137,28 @@ def _along_axis(ctx: NodeContext, x: Any, function) -> Any:
     return function(x, normalize_axis(ctx.attr("axis", -1), len(shape_of(x))))
 
 
-def _materialized(x: Any) -> Any:
-    """`x` computed once: if XLA fused its producer into both the max and the exp of a softmax, two
-    differently ordered reductions could disagree by an ulp and x - max(x) could overflow exp."""
-    return jax.lax.optimization_barrier(jnp.asarray(x))
+def _shifted(x: Any, axis: int) -> jax.Array:
+    """x - max(x), never above 0. XLA may compute x twice (for the max and for the exp) with
+    differently rounded arithmetic; at large |x| an ulp of difference would overflow exp."""
+    x = jnp.asarray(x)
+    shifted = x - jax.lax.stop_gradient(jnp.max(x, axis=axis, keepdims=True))
+    return jnp.where(shifted > 0, jnp.zeros_like(shifted), shifted)
 
 
 def _softmax(xp: Any, x: Any, axis: int) -> Any:
     if xp is np:
         shifted = np.exp(x - np.max(x, axis=axis, keepdims=True))
         return (shifted / shifted.sum(axis=axis, keepdims=True)).astype(x.dtype)
-    return jax.nn.softmax(_materialized(x), axis=axis)
+    exponentials = jnp.exp(_shifted(x, axis))
+    return exponentials / jnp.sum(exponentials, axis=axis, keepdims=True)
 
 
 def _log_softmax(xp: Any, x: Any, axis: int) -> Any:
     if xp is np:
         shifted = x - np.max(x, axis=axis, keepdims=True)
         return (shifted - np.log(np.exp(shifted).sum(axis=axis, keepdims=True))).astype(x.dtype)
-    return jax.nn.log_softmax(_materialized(x), axis=axis)
+    shifted = _shifted(x, axis)
+    return shifted - jnp.log(jnp.sum(jnp.exp(shifted), axis=axis, keepdims=True))
 
 
 @register("Softmax")

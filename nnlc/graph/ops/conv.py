@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from nnlc.graph.ops._common import shape_of
+from nnlc.graph.ops._common import opaque_if_splat, shape_of
 from nnlc.graph.registry import NodeContext, register
 
 
@@ -57,7 +57,7 @@ def conv(ctx: NodeContext, x: Any, w: Any, b: Any = None) -> Any:
     dilations = _per_axis(ctx, "dilations", spatial, 1)
     padding = _explicit_pads(ctx, shape_of(x)[2:], kernel, strides, dilations)
     y = lax.conv_general_dilated(
-        jnp.asarray(x), jnp.asarray(w), window_strides=strides, padding=padding, rhs_dilation=dilations,
+        jnp.asarray(x), jnp.asarray(opaque_if_splat(w)), window_strides=strides, padding=padding, rhs_dilation=dilations,
         dimension_numbers=_dimension_numbers(spatial), feature_group_count=ctx.attr("group", 1),
         precision=ctx.precision)
     if b is not None:
@@ -92,7 +92,7 @@ def conv_transpose(ctx: NodeContext, x: Any, w: Any, b: Any = None) -> Any:
     else:
         flat = _per_axis(ctx, "pads", 2 * spatial, 0)
         pads = [(flat[i], flat[i + spatial]) for i in range(spatial)]
-    kernel_oi = jnp.reshape(jnp.asarray(w), (group, in_channels // group, out_per_group, *kernel))
+    kernel_oi = jnp.reshape(jnp.asarray(opaque_if_splat(w)), (group, in_channels // group, out_per_group, *kernel))
     kernel_oi = jnp.swapaxes(kernel_oi, 1, 2).reshape(group * out_per_group, in_channels // group, *kernel)
     kernel_oi = jnp.flip(kernel_oi, axis=tuple(range(2, spatial + 2)))
     padding = [(span - 1 - begin, span - 1 - end + extra)

@@ -4,16 +4,27 @@ from __future__ import annotations
 
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nnlc.graph.ops._common import dtype_of, normalize_axis, shape_of
+from nnlc.graph.ops._common import dtype_of, normalize_axis, shape_of, splat_value
 from nnlc.graph.registry import NodeContext, register
 
 
 def _matmul(ctx: NodeContext, a: Any, b: Any) -> Any:
+    """a @ b; a trace-time constant whose elements are all equal turns into a sum (see `splat_value`)."""
     if ctx.is_numpy:
         return np.matmul(a, b)
+    out = jax.eval_shape(jnp.matmul, jax.ShapeDtypeStruct(np.shape(a), dtype_of(a)),
+                         jax.ShapeDtypeStruct(np.shape(b), dtype_of(b)))
+    both_matrices = np.ndim(a) >= 2 and np.ndim(b) >= 2
+    if splat_value(b) is not None:
+        partial = jnp.sum(a, axis=-1, keepdims=both_matrices) * splat_value(b)
+        return jnp.broadcast_to(partial.astype(out.dtype), out.shape)
+    if splat_value(a) is not None:
+        partial = jnp.sum(b, axis=-2 if np.ndim(b) >= 2 else -1, keepdims=both_matrices) * splat_value(a)
+        return jnp.broadcast_to(partial.astype(out.dtype), out.shape)
     return jnp.matmul(a, b, precision=ctx.precision)
 
 
