@@ -15,7 +15,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from nnlc.decoder import inspect_bitstream
-from nnlc.decoder.files import atomic_file, atomic_write, remove_stale_temporaries
+from nnlc.decoder.files import atomic_file, atomic_write, remove_stale_temporaries, writer_tag
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -114,18 +114,21 @@ def test_a_failing_write_leaves_nothing(tmp_path):
 def test_temporaries_of_live_processes_are_kept(tmp_path):
     target = tmp_path / "out.bin"
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    host = writer_tag(0).split(".")[1]
     try:
-        live = tmp_path / f".tmp-{sleeper.pid}-abc-out.bin"
+        live = tmp_path / f".tmp-{sleeper.pid}.{host}-abc-out.bin"
         live.write_bytes(b"in progress")
-        other = tmp_path / ".tmp-999999999-abc-other.bin"
-        other.write_bytes(b"not ours")
+        other_file = tmp_path / f".tmp-{sleeper.pid}.{host}-abc-other.bin"
+        other_file.write_bytes(b"another output's")
+        other_host = tmp_path / f".tmp-{sleeper.pid}.0badc0de-abc-out.bin"
+        other_host.write_bytes(b"a writer on another machine (shared file system)")
         remove_stale_temporaries(str(target))
-        assert live.exists() and other.exists()
+        assert live.exists() and other_file.exists() and other_host.exists()
     finally:
         sleeper.kill()
         sleeper.wait()
     remove_stale_temporaries(str(target))
-    assert not live.exists() and other.exists()
+    assert not live.exists() and other_file.exists() and other_host.exists()
 
 
 def test_outputs_keep_the_usual_permissions(tmp_path):

@@ -222,3 +222,20 @@ def test_shape_ops_fold_into_constants(rng):
              initializer("reps", np.array([2, 1], np.int64))]
     model = make_model(nodes, [tensor_info("x", shape=[3, 4])], [tensor_info("y"), tensor_info("tiled")], extra)
     assert_matches_onnxruntime(model, {"x": random_array(rng, 3, 4)})
+
+
+def test_uniform_constant_kernels_then_a_reduction(rng):
+    """Kernels whose elements are all equal (e.g. from ConstantOfShape) stay exact under jit: XLA's
+    CPU YNNPACK fusion in jax 0.10.2 returns NaN for sum(x @ constant_splat) (docs/graph.md)."""
+    nodes = [helper.make_node("ConstantOfShape", ["w_shape"], ["w"], value=helper.make_tensor("v", FLOAT, [1], [0.02])),
+             helper.make_node("ConstantOfShape", ["k_shape"], ["k"], value=helper.make_tensor("v", FLOAT, [1], [0.5])),
+             helper.make_node("MatMul", ["x", "w"], ["m"]),
+             helper.make_node("ReduceSum", ["m", "axis0"], ["y"], keepdims=0),
+             helper.make_node("Conv", ["image", "k"], ["c"], pads=[1, 1, 1, 1], strides=[2, 1], group=2),
+             helper.make_node("GlobalAveragePool", ["c"], ["z"])]
+    extra = [initializer("w_shape", np.array([512, 1000], np.int64)), initializer("axis0", np.array([0], np.int64)),
+             initializer("k_shape", np.array([6, 2, 3, 3], np.int64))]
+    model = make_model(nodes, [tensor_info("x", shape=[169, 512]), tensor_info("image", shape=[1, 4, 9, 8])],
+                       [tensor_info("y"), tensor_info("z")], extra)
+    assert_matches_onnxruntime(model, {"x": rng.uniform(0, 1, (169, 512)).astype(np.float32),
+                                       "image": random_array(rng, 1, 4, 9, 8)}, rtol=1e-4)

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import sys
 import tempfile
+import zlib
 from collections.abc import Iterator
 from typing import BinaryIO
 
@@ -54,30 +56,38 @@ def _process_exists(pid: int) -> bool:
     return True
 
 
+def writer_tag(pid: int) -> str:
+    """`<pid>.<host>`: who writes a temporary (the host matters on shared file systems)."""
+    return f"{pid}.{zlib.crc32(socket.gethostname().encode()):08x}"
+
+
 def remove_stale_temporaries(path: str) -> None:
-    """Removes `.tmp-<pid>-*-<name>` files beside `path` left by killed writers (whose pid is gone)."""
+    """Removes `.tmp-<pid>.<host>-*-<name>` files beside `path` left by killed writers of this host."""
     directory, name = os.path.split(os.path.abspath(path))
+    host = writer_tag(0).split(".")[1]
     with contextlib.suppress(OSError):
         for entry in os.listdir(directory):
             parts = entry.split("-", 3)
-            if len(parts) == 4 and parts[0] == ".tmp" and parts[3] == name and parts[1].isdigit():
-                if int(parts[1]) != os.getpid() and not _process_exists(int(parts[1])):
-                    with contextlib.suppress(OSError):
-                        os.unlink(os.path.join(directory, entry))
+            if len(parts) != 4 or parts[0] != ".tmp" or parts[3] != name:
+                continue
+            pid, _, writer_host = parts[1].partition(".")
+            if writer_host == host and pid.isdigit() and int(pid) != os.getpid() and not _process_exists(int(pid)):
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(directory, entry))
 
 
 @contextlib.contextmanager
 def atomic_file(path: str) -> Iterator[BinaryIO]:
     """Yields a binary stream; when the block succeeds its bytes replace `path` in one rename.
 
-    The bytes go to a hidden `.tmp-<pid>-<random>-<name>` file beside `path` first, which is synced,
+    The bytes go to a hidden `.tmp-<pid>.<host>-<random>-<name>` file beside `path` first, which is synced,
     renamed over `path` (one atomic step) and the directory synced. On an exception the temporary is
     removed; one left by a killed process is removed by the next write to the same path.
     """
     directory = os.path.dirname(os.path.abspath(path))
     remove_stale_temporaries(path)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".tmp-{os.getpid()}-", suffix=f"-{os.path.basename(path)}",
-                                             dir=directory)
+    descriptor, temporary = tempfile.mkstemp(prefix=f".tmp-{writer_tag(os.getpid())}-",
+                                             suffix=f"-{os.path.basename(path)}", dir=directory)
     os.fchmod(descriptor, 0o666 & ~_umask())
     try:
         with os.fdopen(descriptor, "wb") as stream:
@@ -129,14 +139,15 @@ def save_model(model: onnx.ModelProto, path: str, external_data: bool = False,
     2 GiB), tensors of EXTERNAL_MIN_BYTES or more go to `<path>.data` beside it, referenced by a
     relative location as ONNX specifies. `model` is changed in place in that case.
     """
-    if not external_data and model.ByteSize() < threshold:
+    large = list(_large_tensors(model)) if external_data or model.ByteSize() >= threshold else []
+    if not large:
         serialized = model.SerializeToString()
         atomic_write(path, serialized)
         return len(serialized)
     location = os.path.basename(path) + ".data"
     offset = 0
     with atomic_file(os.path.join(os.path.dirname(os.path.abspath(path)), location)) as stream:
-        for tensor in _large_tensors(model):
+        for tensor in large:
             padding = -offset % EXTERNAL_ALIGNMENT
             stream.write(bytes(padding))
             offset += padding

@@ -51,9 +51,25 @@ def _write_json(path: str, value: Any) -> None:
 
 
 class MetricsWriter:
-    """Appends one JSON line per logged step (flushed, so a crash loses nothing written)."""
+    """Appends one JSON line per logged step (flushed, so a crash loses nothing written).
 
-    def __init__(self, path: str) -> None:
+    On resume, lines after the restored step and a line cut short by a crash are dropped first, so
+    the file reads as one uninterrupted run.
+    """
+
+    def __init__(self, path: str, resumed_step: int = 0) -> None:
+        kept = []
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as existing:
+                for line in existing:
+                    try:
+                        entry = json.loads(line)
+                    except json.JSONDecodeError:
+                        break
+                    if entry.get("step", 0) > resumed_step:
+                        break
+                    kept.append(line if line.endswith("\n") else line + "\n")
+            atomic_write(path, "".join(kept).encode())
         self.handle = open(path, "a", encoding="utf-8")
 
     def write(self, step: int, metrics: dict) -> None:
@@ -106,7 +122,7 @@ def train_and_evaluate(config: Any, workdir: str, stop_after: int | None = None)
     original = {k: np.asarray(v) for k, v in problem.original_weights.items()}
     original_forward = jax.jit(lambda inputs: problem.apply(original, inputs))
     train_step = jax.jit(make_train_step(problem, config, optimizer), donate_argnums=(0,))
-    metrics_writer = MetricsWriter(os.path.join(workdir, "metrics.jsonl"))
+    metrics_writer = MetricsWriter(os.path.join(workdir, "metrics.jsonl"), int(state.step))
     start, last_log = time.perf_counter(), int(state.step)
     try:
         for step in range(int(state.step), config.num_steps):

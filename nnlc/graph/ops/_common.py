@@ -70,10 +70,6 @@ def constant_like(ctx: NodeContext, value: float, like: Any) -> Any:
     return np.asarray(value, dtype=dtype_of(like)) if ctx.is_numpy else jnp.asarray(value, dtype=like.dtype)
 
 
-def dot_precision(ctx: NodeContext) -> Any:
-    return ctx.precision
-
-
 def splat_value(x: Any) -> Any:
     """The common value of a trace-time float constant whose elements are all equal, else None."""
     if not isinstance(x, np.ndarray) or x.size < 2 or not np.issubdtype(x.dtype, np.floating):
@@ -81,11 +77,3 @@ def splat_value(x: Any) -> Any:
     first = x.reshape(-1)[0]
     return first if bool(np.all(x == first)) else None
 
-
-def opaque_if_splat(x: Any) -> Any:
-    """Hides an all-equal trace-time constant from XLA behind an optimization barrier.
-
-    XLA's CPU YNNPACK fusion (jax 0.10.2) returns garbage (NaN, 0, inf) for a convolution or
-    matrix product with such a constant when a reduction follows; see docs/graph.md.
-    """
-    return jax.lax.optimization_barrier(jnp.asarray(x)) if splat_value(x) is not None else x

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from nnlc.graph.ops._common import opaque_if_splat, shape_of
+from nnlc.graph.ops._common import shape_of, splat_value
 from nnlc.graph.registry import NodeContext, register
 
 
@@ -49,6 +49,20 @@ def _explicit_pads(ctx: NodeContext, sizes: Sequence[int], kernel: Sequence[int]
     return [(pads[i], pads[i + spatial]) for i in range(spatial)]
 
 
+def _conv_with_uniform_kernel(x: jax.Array, value: Any, out_channels: int, group: int, kernel: Sequence[int],
+                              strides: Sequence[int], dilations: Sequence[int],
+                              padding: Sequence[tuple[int, int]]) -> jax.Array:
+    """Conv with a kernel whose elements all equal `value`: a window sum of each group's channel sum.
+
+    Exact, and it keeps such trace-time constants away from XLA's CPU YNNPACK fusion, which
+    miscomputes them in jax 0.10.2 (docs/graph.md).
+    """
+    n, channels = x.shape[:2]
+    per_group = jnp.sum(x.reshape(n, group, channels // group, *x.shape[2:]), axis=2)
+    sums = _window(per_group, np.array(0, x.dtype), lax.add, kernel, strides, dilations, padding)
+    return jnp.repeat(sums * np.asarray(value, x.dtype), out_channels // group, axis=1)
+
+
 @register("Conv", numpy_ok=False)
 def conv(ctx: NodeContext, x: Any, w: Any, b: Any = None) -> Any:
     spatial = len(shape_of(x)) - 2
@@ -56,10 +70,14 @@ def conv(ctx: NodeContext, x: Any, w: Any, b: Any = None) -> Any:
     strides = _per_axis(ctx, "strides", spatial, 1)
     dilations = _per_axis(ctx, "dilations", spatial, 1)
     padding = _explicit_pads(ctx, shape_of(x)[2:], kernel, strides, dilations)
-    y = lax.conv_general_dilated(
-        jnp.asarray(x), jnp.asarray(opaque_if_splat(w)), window_strides=strides, padding=padding, rhs_dilation=dilations,
-        dimension_numbers=_dimension_numbers(spatial), feature_group_count=ctx.attr("group", 1),
-        precision=ctx.precision)
+    group = ctx.attr("group", 1)
+    if splat_value(w) is not None:
+        y = _conv_with_uniform_kernel(jnp.asarray(x), splat_value(w), shape_of(w)[0], group, kernel, strides,
+                                      dilations, padding)
+    else:
+        y = lax.conv_general_dilated(
+            jnp.asarray(x), jnp.asarray(w), window_strides=strides, padding=padding, rhs_dilation=dilations,
+            dimension_numbers=_dimension_numbers(spatial), feature_group_count=group, precision=ctx.precision)
     if b is not None:
         y = y + jnp.reshape(b, (1, -1) + (1,) * spatial)
     return y
@@ -92,7 +110,7 @@ def conv_transpose(ctx: NodeContext, x: Any, w: Any, b: Any = None) -> Any:
     else:
         flat = _per_axis(ctx, "pads", 2 * spatial, 0)
         pads = [(flat[i], flat[i + spatial]) for i in range(spatial)]
-    kernel_oi = jnp.reshape(jnp.asarray(opaque_if_splat(w)), (group, in_channels // group, out_per_group, *kernel))
+    kernel_oi = jnp.reshape(jnp.asarray(w), (group, in_channels // group, out_per_group, *kernel))
     kernel_oi = jnp.swapaxes(kernel_oi, 1, 2).reshape(group * out_per_group, in_channels // group, *kernel)
     kernel_oi = jnp.flip(kernel_oi, axis=tuple(range(2, spatial + 2)))
     padding = [(span - 1 - begin, span - 1 - end + extra)
