@@ -3,7 +3,7 @@
 Run from the repository root: `python fuzz/make_corpus.py`. The seeds come from the models of
 tests/onnx_builders.py (several qps, topology on and off, quantized and lossless tensors, zlib raw
 data, raw offset bits), latent tensors of the three decoders, integer tensors, escaped symbols,
-Constant `value_float(s)` storage and fp16 / bf16 weights.
+Constant `value_float(s)` storage, an int8 QDQ conv and fp16 / bf16 weights.
 """
 
 from __future__ import annotations
@@ -52,6 +52,21 @@ def constant_storage_model() -> onnx.ModelProto:
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("i", TensorProto.INT64, [3])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3, 24])], [table])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def qdq_model() -> onnx.ModelProto:
+    """An already-quantized conv: int8 weights, per-channel scales and zero points (QDQ)."""
+    rng = np.random.default_rng(9)
+    initializers = [
+        numpy_helper.from_array(rng.integers(-127, 128, (24, 4, 3, 3)).astype(np.int8), "w_q"),
+        numpy_helper.from_array(rng.uniform(0.001, 0.02, 24).astype(np.float32), "w_scale"),
+        numpy_helper.from_array(np.zeros(24, np.int8), "w_zero"),
+    ]
+    nodes = [helper.make_node("DequantizeLinear", ["w_q", "w_scale", "w_zero"], ["w"], axis=0),
+             helper.make_node("Conv", ["x", "w"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 5, 5])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 24, 3, 3])], initializers)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
 
 
 def latent_bitstream(kind: int) -> bytes:
@@ -118,6 +133,7 @@ def seeds() -> dict[str, bytes]:
         found[f"latent_{kind_name}"] = latent_bitstream(kind)
     found["escapes"] = escape_bitstream()
     found["constant_storage_and_integer"] = encoder.compress_model(constant_storage_model(), qp=-30).bitstream
+    found["qdq_int8_conv"] = encoder.compress_model(qdq_model(), qp=-30).bitstream
     found.update(half_precision_bitstreams())
     return found
 

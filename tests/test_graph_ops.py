@@ -239,3 +239,17 @@ def test_uniform_constant_kernels_then_a_reduction(rng):
                        [tensor_info("y"), tensor_info("z")], extra)
     assert_matches_onnxruntime(model, {"x": rng.uniform(0, 1, (169, 512)).astype(np.float32),
                                        "image": random_array(rng, 1, 4, 9, 8)}, rtol=1e-4)
+
+
+@pytest.mark.parametrize("attrs, out_channels, kernel", [
+    (dict(group=4, strides=[2, 1], pads=[1, 0, 1, 2]), 8, [3, 2]),   # depthwise, channel multiplier 2
+    (dict(group=1, strides=[2, 2], pads=[1, 1, 0, 0]), 5, [1, 1]),   # pointwise with stride and pads
+    (dict(group=4, dilations=[2, 1], pads=[2, 1, 2, 1]), 4, [3, 3]),  # dilated depthwise
+])
+def test_depthwise_and_pointwise_fast_paths(rng, attrs, out_channels, kernel):
+    in_per_group = 4 // attrs["group"]
+    model = make_model([helper.make_node("Conv", ["x", "w", "b"], ["y"], **attrs)],
+                       [tensor_info("x", shape=[2, 4, 7, 6])], [tensor_info("y")],
+                       [initializer("w", random_array(rng, out_channels, in_per_group, *kernel)),
+                        initializer("b", random_array(rng, out_channels))])
+    assert_matches_onnxruntime(model, {"x": random_array(rng, 2, 4, 7, 6)})

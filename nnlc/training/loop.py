@@ -120,14 +120,21 @@ def train_and_evaluate(config: Any, workdir: str, stop_after: int | None = None)
     if config.distortion != "weights":
         batches = data.make_batch_source(config.inputs, model, config.batch_size, config.seed)
     original = {k: np.asarray(v) for k, v in problem.original_weights.items()}
-    original_forward = jax.jit(lambda inputs: problem.apply(original, inputs))
+    jitted_apply = jax.jit(problem.apply)
+    original_on_device = jax.device_put(original, sharding.replicated(mesh))
+    original_forward = lambda inputs: jitted_apply(original_on_device, inputs)  # noqa: E731
     train_step = jax.jit(make_train_step(problem, config, optimizer), donate_argnums=(0,))
+    constants = jax.device_put({"fixed_weights": {k: np.asarray(v) for k, v in problem.fixed_weights.items()},
+                                "reference_weights": ({n: original[n] for n in problem.trained}
+                                                      if config.distortion == "weights" else {})},
+                               sharding.replicated(mesh))
     metrics_writer = MetricsWriter(os.path.join(workdir, "metrics.jsonl"), int(state.step))
     start, last_log = time.perf_counter(), int(state.step)
     try:
         for step in range(int(state.step), config.num_steps):
             batch = _make_batch(batches, step, config, original_forward)
-            state, metrics = train_step(state, sharding.shard_batch(batch, mesh), jax.random.fold_in(train_rng, step))
+            batch = {**sharding.shard_batch(batch, mesh), "constants": constants}
+            state, metrics = train_step(state, batch, jax.random.fold_in(train_rng, step))
             done = step + 1
             if done % config.log_every == 0 or done == config.num_steps:
                 metrics = jax.device_get(metrics)

@@ -95,13 +95,19 @@ def effective_latents(problem: Problem, params: dict) -> dict[str, jax.Array]:
     return latents
 
 
-def decoded_weights(problem: Problem, params: dict, rounding: str = "ste") -> dict[str, jax.Array]:
-    """theta = D(round(phi)) for trained tensors (STE gradient), plus the fixed tensors."""
+def decoded_weights(problem: Problem, params: dict, rounding: str = "ste",
+                    fixed_weights: dict | None = None) -> dict[str, jax.Array]:
+    """theta = D(round(phi)) for trained tensors (STE gradient), plus the fixed tensors.
+
+    Pass `fixed_weights` as traced arrays inside jitted code: closing over large numpy arrays would
+    bake them into the compiled program as constants (slow to compile).
+    """
     latents = effective_latents(problem, params)
     if rounding == "round":  # the forward pass without gradient tricks: decoders of rounded latents
         latents, rounding = {name: jnp.round(phi) for name, phi in latents.items()}, "none"
     weights = Reparameterization.weights(latents, params["decoder"], problem.plan, rounding=rounding)
-    return {**{k: jnp.asarray(v) for k, v in problem.fixed_weights.items()}, **weights}
+    fixed = problem.fixed_weights if fixed_weights is None else fixed_weights
+    return {**{k: jnp.asarray(v) for k, v in fixed.items()}, **weights}
 
 
 def rate_bits(problem: Problem, params: dict, rng: jax.Array | None) -> jax.Array:

@@ -42,10 +42,15 @@ def create_train_state(params: Any, optimizer: optax.GradientTransformation) -> 
 
 
 def distortion(problem: Problem, config: Any, weights: dict, batch: dict) -> jax.Array:
-    """Distortion of the current weights (see the module docstring for units)."""
+    """Distortion of the current weights (see the module docstring for units).
+
+    `batch["constants"]` holds arrays that are the same every step (the original and the fixed
+    weights), passed as arguments so they are not compiled in as constants.
+    """
     mode = config.distortion
     if mode == "weights":
-        errors = [jnp.sum((weights[n] - problem.records[n].array) ** 2) for n in problem.trained]
+        reference = batch["constants"]["reference_weights"]
+        errors = [jnp.sum((weights[n] - reference[n]) ** 2) for n in problem.trained]
         energy = sum(float((problem.records[n].array.astype("float64") ** 2).sum()) for n in problem.trained)
         return sum(errors) / max(energy, 1e-30)
     outputs = problem.apply(weights, batch["inputs"])
@@ -65,7 +70,7 @@ def make_train_step(problem: Problem, config: Any, optimizer: optax.GradientTran
     """train_step(state, batch, rng) -> (state, metrics); pure, meant for jax.jit."""
 
     def loss_fn(params, batch, rng):
-        weights = decoded_weights(problem, params, rounding="ste")
+        weights = decoded_weights(problem, params, rounding="ste", fixed_weights=batch["constants"]["fixed_weights"])
         dist = distortion(problem, config, weights, batch)
         rate = rate_bits(problem, params, rng) / problem.trained_params
         return dist + config.lmbda * rate, {"distortion": dist, "bits_per_param": rate}
@@ -74,7 +79,7 @@ def make_train_step(problem: Problem, config: Any, optimizer: optax.GradientTran
         (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, batch, rng)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = {**metrics, "loss": loss, "grad_norm": optax.global_norm(grads)}
+        metrics = {**metrics, "loss": loss, "grad_norm": optax.tree.norm(grads)}
         return TrainState(state.step + 1, params, opt_state), metrics
 
     return train_step
