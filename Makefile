@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench clean venv
+.PHONY: demo test test-all bench clean venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,9 @@ demo: $(STAMP)
 	$(PY) -m experiments.demo
 
 test: $(STAMP)
+	$(PY) -m pytest tests -m "not slow"
+
+test-all: $(STAMP)  # adds the slow tests (4 devices vs 1, real sweeps, real shared models)
 	$(PY) -m pytest tests
 
 bench: $(STAMP)

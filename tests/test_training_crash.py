@@ -6,7 +6,6 @@ import subprocess
 import sys
 import time
 
-import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COMMAND = [sys.executable, "-m", "experiments.main", "--config=experiments/configs/test.py",
@@ -33,7 +32,6 @@ def _kill_when(workdir, ready, timeout=600):
     process.wait()
 
 
-@pytest.mark.slow
 def test_sigkill_then_resume_gives_the_same_bitstream(tmp_path):
     reference = tmp_path / "reference"
     _run(reference)
