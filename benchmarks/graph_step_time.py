@@ -125,9 +125,10 @@ def markdown_table(results: dict[str, Any]) -> str:
              "|---|---|---|---|"]
     for name, r in results["models"].items():
         shape = "x".join(str(d) for d in next(iter(r["batch"].values())))
+        forward, step = r["jax_forward"], r["jax_forward_backward"]
         lines.append(f"| {name}, {shape} | {r['onnxruntime_forward']['median_s']:.2f} s "
-                     f"| {r['jax_forward']['median_s']:.2f} s ({r['jax_forward']['compile_s']:.0f} s) "
-                     f"| {r['jax_forward_backward']['median_s']:.2f} s ({r['jax_forward_backward']['compile_s']:.0f} s) |")
+                     f"| {forward['median_s']:.2f} s ({forward['compile_s']:.0f} s) "
+                     f"| {step['median_s']:.2f} s ({step['compile_s']:.0f} s) |")
     return "\n".join(lines)
 
 

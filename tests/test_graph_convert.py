@@ -173,10 +173,11 @@ def test_vmap_over_inputs_and_over_weights(rng):
     model, _ = tiny_attention_model(rng)
     apply, weights = from_onnx(model)
     xs = random_array(rng, 3, 1, 4, 8)
-    batched = jax.vmap(lambda x: apply(weights, {"x": x})["y"])(xs)
-    one_by_one = np.stack([np.asarray(apply(weights, {"x": x})["y"]) for x in xs])
+    batched = jax.jit(jax.vmap(lambda x: apply(weights, {"x": x})["y"]))(xs)
+    single = jax.jit(lambda x: apply(weights, {"x": x})["y"])
+    one_by_one = np.stack([np.asarray(single(x)) for x in xs])
     np.testing.assert_allclose(np.asarray(batched), one_by_one, rtol=1e-5, atol=1e-6)
     ensemble = {k: np.stack([v, v * 0.9]) for k, v in weights.items() if v.ndim == 2}
-    outputs = jax.vmap(lambda w: apply(w, {"x": xs[0]})["y"])(ensemble)
-    np.testing.assert_allclose(np.asarray(outputs[0]), np.asarray(apply(weights, {"x": xs[0]})["y"]),
+    outputs = jax.jit(jax.vmap(lambda w: apply(w, {"x": xs[0]})["y"]))(ensemble)
+    np.testing.assert_allclose(np.asarray(outputs[0]), np.asarray(single(xs[0])),
                                rtol=1e-5, atol=1e-6)

@@ -65,7 +65,8 @@ def test_loop_with_traced_trip_count_becomes_a_while_loop(rng):
 
 def test_scan_op(rng):
     body = helper.make_graph(
-        [helper.make_node("Add", ["sum_in", "row"], ["sum_out"]), helper.make_node("Mul", ["sum_out", "row"], ["scan_out"])],
+        [helper.make_node("Add", ["sum_in", "row"], ["sum_out"]),
+         helper.make_node("Mul", ["sum_out", "row"], ["scan_out"])],
         "body", [tensor_info("sum_in", shape=[4]), tensor_info("row", shape=[4])],
         [tensor_info("sum_out", shape=[4]), tensor_info("scan_out", shape=[4])])
     node = helper.make_node("Scan", ["init", "rows"], ["total", "products"], body=body, num_scan_inputs=1,

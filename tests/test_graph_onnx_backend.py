@@ -64,4 +64,5 @@ def test_small_light_models(model_name):
 @pytest.mark.slow
 def test_all_light_models():
     outcomes = conformance.run_light_tests()
-    assert outcomes and all(o.status == conformance.PASSED for o in outcomes), [o for o in outcomes if o.status != "passed"]
+    failed = [o for o in outcomes if o.status != conformance.PASSED]
+    assert outcomes and not failed, failed

@@ -81,7 +81,8 @@ def _recurrent_model(op_type: str, rng, gates: int, hidden: int = 4, inputs: int
     weights = [initializer("w", random_array(rng, directions, gates * hidden, inputs, scale=0.5)),
                initializer("r", random_array(rng, directions, gates * hidden, hidden, scale=0.5)),
                initializer("b", random_array(rng, directions, 2 * gates * hidden, scale=0.5))]
-    graph_inputs = [tensor_info("x", shape=[steps, batch, inputs]), tensor_info("h0", shape=[directions, batch, hidden])]
+    graph_inputs = [tensor_info("x", shape=[steps, batch, inputs]),
+                    tensor_info("h0", shape=[directions, batch, hidden])]
     feeds = {"x": random_array(rng, steps, batch, inputs), "h0": random_array(rng, directions, batch, hidden)}
     if op_type == "LSTM":
         graph_inputs.append(tensor_info("c0", shape=[directions, batch, hidden]))
@@ -147,7 +148,8 @@ def test_clip_bounds_as_attributes_or_inputs(rng, opset):
     if opset < 11:
         nodes, extra = [helper.make_node("Clip", ["x"], ["y"], min=-0.5, max=0.7)], []
     else:
-        nodes = [helper.make_node("Clip", ["x", "low", "high"], ["y"]), helper.make_node("Clip", ["x", "", "high"], ["z"])]
+        nodes = [helper.make_node("Clip", ["x", "low", "high"], ["y"]),
+                 helper.make_node("Clip", ["x", "", "high"], ["z"])]
         extra = [initializer("low", np.array(-0.5, np.float32)), initializer("high", np.array(0.7, np.float32))]
     outputs = [tensor_info("y")] + ([tensor_info("z")] if opset >= 11 else [])
     model = make_model(nodes, [tensor_info("x", shape=[3, 4])], outputs, extra, opset=opset)
@@ -157,7 +159,8 @@ def test_clip_bounds_as_attributes_or_inputs(rng, opset):
 @pytest.mark.parametrize("mode", ["constant", "reflect", "edge"])
 def test_pad_modes(rng, mode):
     nodes = [helper.make_node("Pad", ["x", "pads", "value"], ["y"], mode=mode)]
-    extra = [initializer("pads", np.array([0, 2, 1, 0, 1, -1], np.int64)), initializer("value", np.array(1.5, np.float32))]
+    extra = [initializer("pads", np.array([0, 2, 1, 0, 1, -1], np.int64)),
+             initializer("value", np.array(1.5, np.float32))]
     model = make_model(nodes, [tensor_info("x", shape=[2, 4, 5])], [tensor_info("y")], extra)
     assert_matches_onnxruntime(model, {"x": random_array(rng, 2, 4, 5)})
 

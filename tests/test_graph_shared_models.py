@@ -30,7 +30,8 @@ def test_mobilenet_v2_matches_onnxruntime():
 
 
 def test_silero_vad_sequence_matches_onnxruntime():
-    errors = bench.compare_batches(MODELS / "silero_vad_16k_sequence.onnx", bench.silero_sequence_inputs(_short_clips()))
+    errors = bench.compare_batches(MODELS / "silero_vad_16k_sequence.onnx",
+                                   bench.silero_sequence_inputs(_short_clips()))
     assert max(errors.values()) < TOLERANCE, errors
 
 
@@ -55,6 +56,7 @@ def test_minilm_keeps_minus_infinity_constants():
     assert sum(bool(np.any(np.isneginf(v))) for v in weights.values()) == 6
 
 
+@pytest.mark.slow  # about a minute on 2 cores, most of it compiling the backward pass
 def test_mobilenet_v2_gradients_are_finite_for_every_weight():
     batch = bench.mobilenet_inputs(2, batch_size=2)[0]["input"]
     result = bench.mobilenet_gradients(MODELS / "mobilenet_v2.onnx", batch)

@@ -119,14 +119,16 @@ class JaxBackend(Backend):
     @classmethod
     def run_node(cls, node: onnx.NodeProto, inputs: Sequence[np.ndarray], device: str = "CPU",
                  outputs_info: Sequence[tuple[Any, Any]] | None = None, **kwargs: Any) -> tuple:
-        names = [f"input_{i}" if not n else n for i, n in enumerate(node.input)]
+        """One node, wrapped in a model of its own (its opset: the newest this onnx knows)."""
+        super().run_node(node, inputs, device, outputs_info)
+        present = [name for name in node.input if name]
         graph = onnx.helper.make_graph(
             [node], "single_node",
-            [onnx.helper.make_tensor_value_info(n, onnx.helper.np_dtype_to_tensor_dtype(np.asarray(v).dtype), None)
-             for n, v in zip(names, inputs)],
-            [onnx.helper.make_empty_tensor_value_info(n) for n in node.output])
-        model = onnx.helper.make_model(graph)
-        return cls.run_model(model, list(inputs), device, **kwargs)
+            [onnx.helper.make_tensor_value_info(name, onnx.helper.np_dtype_to_tensor_dtype(np.asarray(value).dtype),
+                                                np.shape(value)) for name, value in zip(present, inputs)],
+            [onnx.helper.make_empty_tensor_value_info(name) for name in node.output if name])
+        rep = JaxBackendRep(onnx.helper.make_model(graph), jit=kwargs.get("jit", True))
+        return rep.run(list(inputs))
 
     @classmethod
     def supports_device(cls, device: str) -> bool:

@@ -47,7 +47,8 @@ def run_onnxruntime(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray]) -> 
     return dict(zip(names, session.run(None, dict(feeds))))
 
 
-def run_jax(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray], static: Sequence[str] = ()) -> dict[str, np.ndarray]:
+def run_jax(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray],
+            static: Sequence[str] = ()) -> dict[str, np.ndarray]:
     """The model through `from_onnx` and `jax.jit`, weights traced, `static` inputs held fixed."""
     apply, weights = from_onnx(model, static_inputs=static)
     fixed = {k: v for k, v in feeds.items() if k in static}

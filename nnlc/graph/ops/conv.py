@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from nnlc.graph.ops._common import shape_of, splat_value
+from nnlc.graph.ops._common import dtype_of, shape_of, splat_value
 from nnlc.graph.registry import NodeContext, register
 
 
@@ -81,7 +81,10 @@ def _pointwise_conv(ctx: NodeContext, x: jax.Array, w: jax.Array, strides: Seque
     if any(s != 1 for s in strides):
         x = lax.slice(x, (0,) * x.ndim, x.shape, (1, 1, *strides))
     letters = "defghijklm"[:spatial]
-    return jnp.einsum(f"nc{letters},oc->no{letters}", x, w.reshape(w.shape[0], w.shape[1]), precision=ctx.precision)
+    accumulate = np.float32 if x.dtype.itemsize < 4 else None
+    y = jnp.einsum(f"nc{letters},oc->no{letters}", x, w.reshape(w.shape[0], w.shape[1]), precision=ctx.precision,
+                   preferred_element_type=accumulate)
+    return y.astype(x.dtype)
 
 
 def _conv_with_uniform_kernel(x: jax.Array, value: Any, out_channels: int, group: int, kernel: Sequence[int],
@@ -106,8 +109,10 @@ def conv(ctx: NodeContext, x: Any, w: Any, b: Any = None) -> Any:
     dilations = _per_axis(ctx, "dilations", spatial, 1)
     padding = _explicit_pads(ctx, shape_of(x)[2:], kernel, strides, dilations)
     group = ctx.attr("group", 1)
+    half = np.dtype(dtype_of(x)).itemsize < 4  # the fast paths accumulate in float32 for 16-bit types
     if group > 1 and group == shape_of(x)[1] and shape_of(w)[1] == 1 and math.prod(kernel) <= _MAX_DEPTHWISE_TAPS:
-        y = _depthwise_conv(jnp.asarray(x), jnp.asarray(w), kernel, strides, dilations, padding)
+        y = _depthwise_conv(jnp.asarray(x, np.float32 if half else None), jnp.asarray(w, np.float32 if half else None),
+                            kernel, strides, dilations, padding).astype(dtype_of(x))
     elif group == 1 and math.prod(kernel) == 1 and splat_value(w) is None:
         y = _pointwise_conv(ctx, jnp.asarray(x), jnp.asarray(w), strides, padding)
     elif splat_value(w) is not None:
@@ -165,7 +170,8 @@ def conv_transpose(ctx: NodeContext, x: Any, w: Any, b: Any = None) -> Any:
 
 # --- pooling -----------------------------------------------------------------------------------
 
-def _pool_geometry(ctx: NodeContext, x: Any) -> tuple[list[int], list[int], list[int], list[tuple[int, int]], list[int]]:
+def _pool_geometry(ctx: NodeContext, x: Any) -> tuple[list[int], list[int], list[int], list[tuple[int, int]],
+                                                     list[int]]:
     """(kernel, strides, dilations, explicit pads, extra end pads for ceil_mode) per spatial axis."""
     sizes = shape_of(x)[2:]
     spatial = len(sizes)

@@ -8,7 +8,7 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from nnlc.graph.ops._common import dtype_of, ints, normalize_axis, shape_of
+from nnlc.graph.ops._common import dtype_of, normalize_axis, shape_of
 from nnlc.graph.registry import NodeContext, register
 
 

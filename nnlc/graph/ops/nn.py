@@ -64,7 +64,8 @@ def batch_normalization(ctx: NodeContext, x: Any, scale: Any, bias: Any, mean: A
         momentum = np.asarray(ctx.attr("momentum", 0.9), dtype_of(x))
         batch_mean = xp.mean(x, axis=axes)
         batch_var = xp.var(x, axis=axes)
-        normalized = (x - batch_mean.reshape(_channel_shape(x))) / xp.sqrt(batch_var.reshape(_channel_shape(x)) + epsilon)
+        centered = x - batch_mean.reshape(_channel_shape(x))
+        normalized = centered / xp.sqrt(batch_var.reshape(_channel_shape(x)) + epsilon)
         y = normalized * scale.reshape(_channel_shape(x)) + bias.reshape(_channel_shape(x))
         return y, mean * momentum + batch_mean * (1 - momentum), var * momentum + batch_var * (1 - momentum)
     factor = scale / xp.sqrt(var + epsilon)
@@ -166,3 +167,8 @@ def local_response_normalization(ctx: NodeContext, x: Any) -> Any:
     dtype = dtype_of(x)
     denominator = (np.asarray(bias, dtype) + np.asarray(alpha / size, dtype) * window) ** np.asarray(beta, dtype)
     return x / denominator
+
+
+@register("Det", numpy_ok=False)
+def determinant(ctx: NodeContext, x: Any) -> Any:
+    return jnp.linalg.det(jnp.asarray(x))

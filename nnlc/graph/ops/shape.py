@@ -229,3 +229,20 @@ def dropout(ctx: NodeContext, x: Any, ratio: Any = None, training: Any = None) -
     if training is not None and bool(training) and (ratio is None or float(ratio) > 0):
         raise ctx.fail("training-mode Dropout is random; only inference is supported")
     return x, ctx.xp.ones(shape_of(x), dtype=bool)
+
+
+@register("CenterCropPad", static_inputs=(1,))
+def center_crop_pad(ctx: NodeContext, x: Any, target: np.ndarray) -> Any:
+    """Crops or zero-pads each axis around its centre (the odd element goes to the end)."""
+    rank = len(shape_of(x))
+    axes = ctx.attr("axes")
+    axes = list(range(rank)) if axes is None else [normalize_axis(a, rank) for a in axes]
+    widths = [(0, 0)] * rank
+    crops = [slice(None)] * rank
+    for axis, size in zip(axes, ints(target)):
+        difference = size - shape_of(x)[axis]
+        if difference < 0:
+            crops[axis] = slice(-difference // 2, -difference // 2 + size)
+        else:
+            widths[axis] = (difference // 2, difference - difference // 2)
+    return ctx.xp.pad(x[tuple(crops)], widths)
