@@ -34,7 +34,8 @@ flags.DEFINE_bool("quantized", False, "decompress: integer weights + DequantizeL
 flags.DEFINE_bool("external_data", False, "decompress: write tensors to OUT.onnx.data (always done from 2 GiB).")
 flags.DEFINE_bool("json", False, "inspect: print JSON instead of a table.")
 for _field in dataclasses.fields(Limits):
-    flags.DEFINE_integer(_field.name, _field.default, f"decompress, inspect: {LIMIT_HELP.get(_field.name, _field.name)}.")
+    flags.DEFINE_integer(_field.name, _field.default,
+                         f"decompress, inspect: {LIMIT_HELP.get(_field.name, _field.name)}.")
 flags.DEFINE_bool("quiet", False, "No progress output.")
 
 COMMANDS = ("compress", "decompress", "inspect")

@@ -99,7 +99,8 @@ def test_small_models_stay_in_one_file(tmp_path):
 
 def test_model_without_any_initializer():
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])
-    model = _model([helper.make_node("Relu", ["x"], ["y"])], [x], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])
+    model = _model([helper.make_node("Relu", ["x"], ["y"])], [x], [y])
     result = encoder.compress_model(model, qp=-30)
     assert result.rows == []
     decoded = decode_bitstream(result.bitstream)

@@ -17,10 +17,10 @@ from onnx import TensorProto, helper, numpy_helper
 from nnlc.decoder import inspect_bitstream
 from nnlc.decoder.files import atomic_file, atomic_write, remove_stale_temporaries, writer_tag
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+LAYERS = 32  # 8.4M float weights: about 2 s to compress on one free core, startup included
 
 
-def _layers_model(layers: int = 20, width: int = 512) -> onnx.ModelProto:
+def _layers_model(layers: int = LAYERS, width: int = 512) -> onnx.ModelProto:
     """A MatMul chain with layers x width**2 float weights (a few seconds to compress)."""
     rng = np.random.default_rng(0)
     initializers, nodes, value = [], [], "x"
@@ -51,20 +51,32 @@ def _check_complete(directory: pathlib.Path) -> None:
     bitstream, report = directory / "m.nnlc", directory / "report.json"
     if bitstream.exists():
         facts = inspect_bitstream(bitstream.read_bytes())
-        assert len(facts["tensors"]) == 20
+        assert len(facts["tensors"]) == LAYERS
     if report.exists():
         assert bitstream.exists()  # written after the bitstream
         assert json.loads(report.read_text())["bytes"] == bitstream.stat().st_size
 
 
-def test_a_completed_compress_writes_complete_outputs_and_no_temporaries(model_path, tmp_path):
-    subprocess.run(_compress_command(model_path, tmp_path), check=True, capture_output=True)
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["m.nnlc", "report.json"]
-    _check_complete(tmp_path)
+@pytest.fixture(scope="module")
+def completed_run(model_path, tmp_path_factory) -> tuple[pathlib.Path, float]:
+    """The output directory and the duration of one complete `nnlc compress`."""
+    directory = tmp_path_factory.mktemp("completed")
+    start = time.perf_counter()
+    subprocess.run(_compress_command(model_path, directory), check=True, capture_output=True)
+    return directory, time.perf_counter() - start
 
 
-@pytest.mark.parametrize("delay", [0.2, 0.5, 1.0, 2.0, 3.0])
-def test_sigkilled_compress_leaves_no_partial_output(model_path, tmp_path, delay):
+def test_a_completed_compress_writes_complete_outputs_and_no_temporaries(completed_run):
+    directory, _ = completed_run
+    assert sorted(path.name for path in directory.iterdir()) == ["m.nnlc", "report.json"]
+    _check_complete(directory)
+
+
+@pytest.mark.parametrize("seconds, fraction", [(0.2, None), (0.5, None), (1.0, None), (None, 0.5), (None, 0.8),
+                                               (None, 0.95)])
+def test_sigkilled_compress_leaves_no_partial_output(model_path, completed_run, tmp_path, seconds, fraction):
+    """Killed after fixed times, or a fraction of a complete run's duration (startup, encoding, writing)."""
+    delay = seconds if seconds is not None else fraction * completed_run[1]
     process = subprocess.Popen(_compress_command(model_path, tmp_path), stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     time.sleep(delay)
@@ -139,13 +151,12 @@ def test_outputs_keep_the_usual_permissions(tmp_path):
     assert target.stat().st_mode & 0o777 == 0o666 & ~mask
 
 
-def test_decompress_with_external_data_is_atomic_too(model_path, tmp_path):
-    bitstream = tmp_path / "m.nnlc"
-    subprocess.run(_compress_command(model_path, tmp_path), check=True, capture_output=True)
+def test_decompress_with_external_data_is_atomic_too(completed_run, tmp_path):
+    bitstream = completed_run[0] / "m.nnlc"
     output = tmp_path / "d.onnx"
     command = [sys.executable, "-m", "nnlc.cli", "decompress", str(bitstream), "-o", str(output), "--external_data"]
     subprocess.run(command, check=True, capture_output=True)
-    assert (tmp_path / "d.onnx.data").stat().st_size > 20 * 512 * 512 * 4 - 1
+    assert (tmp_path / "d.onnx.data").stat().st_size >= LAYERS * 512 * 512 * 4
     assert not [path for path in tmp_path.iterdir() if path.name.startswith(".tmp-")]
     decoded = onnx.load(str(output))
-    assert len(decoded.graph.initializer) == 20 and decoded.graph.initializer[0].raw_data
+    assert len(decoded.graph.initializer) == LAYERS and decoded.graph.initializer[0].raw_data

@@ -142,7 +142,8 @@ def test_total_size_is_checked_before_decoding_anything():
     assert len(data) < 2000
     _refused(data, "decoded tensors exceed 17179869184 bytes")
     with pytest.raises(BitstreamError, match="decoded tensors exceed"):
-        decode_bitstream(_bitstream([_tensor(shape, 1, body, name="w0")], topology), limits=Limits(max_total_bytes=1 << 30))
+        decode_bitstream(_bitstream([_tensor(shape, 1, body, name="w0")], topology),
+                         limits=Limits(max_total_bytes=1 << 30))
 
 
 def test_zlib_bomb_is_refused_with_little_memory():

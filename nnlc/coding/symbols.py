@@ -8,8 +8,6 @@ information included) and returns the fields of the bitstream's `symbols` struct
 from __future__ import annotations
 
 import dataclasses
-import itertools
-import math
 from collections.abc import Iterator
 
 import constriction
