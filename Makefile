@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-all bench clean venv
+.PHONY: demo test test-all bench fuzz clean venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,6 +25,12 @@ test-all: $(STAMP)  # adds the slow tests (4 devices vs 1, real sweeps, real sha
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.codec_benchmark
+
+fuzz: $(STAMP)  # coverage-guided fuzzing of the decoder (atheris); findings land in fuzz/crashes/
+	$(PY) -m pip install --quiet -e '.[fuzz]'
+	mkdir -p fuzz/work
+	$(PY) fuzz/fuzz_decoder.py fuzz/work fuzz/corpus --keep_going -max_total_time=600 -timeout=10 \
+		-rss_limit_mb=2048 -max_len=16384 -artifact_prefix=fuzz/crashes/
 
 clean:
 	rm -rf $(VENV) build *.egg-info
