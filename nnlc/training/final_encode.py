@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import onnx
 
-from nnlc import encoder, quantization
+from nnlc import encoder, onnx_io, quantization
 from nnlc.coding.symbols import CodingPlan
 from nnlc.entropy_models.integer_tables import coding_plan_for
 from nnlc.decoder import latents as latent_decoders
@@ -108,10 +108,9 @@ def encode_problem(problem: Problem, params: dict, fixed_items: dict[str, encode
                    rounding: str = "nearest", rdo_tradeoff: float = 0.1) -> encoder.EncodeResult:
     """The bitstream of a trained problem (tensor order: the model's)."""
     trained = latent_items(problem, params, tables, rounding, rdo_tradeoff)
-    planned = []
-    for item in encoder.plan_tensors(problem.model, qp=-75):
-        name = item.record.name
-        planned.append(trained.get(name) or fixed_items.get(name) or item)
+    planned = [trained.get(name) or fixed_items[name]
+               for name in onnx_io.find_tensors(problem.model, include_integer=True)
+               if name in trained or name in fixed_items]
     return encoder.write_bitstream(problem.model, planned, carry_topology, producer)
 
 
