@@ -1,7 +1,7 @@
 """Times the standalone decoder on one core: `python -m benchmarks.decode_timer IN.nnlc OUT.onnx [--repeat N]`.
 
-Prints one JSON line: best and all decode seconds (bitstream file -> ONNX file, serialization and
-write included), and the peak resident memory of this process. Pinned to one CPU core where the OS
+Prints one JSON line: best and all decode seconds (bitstream file -> ONNX file, serialization,
+write and fsync included; the output is removed before each repeat), and the peak resident memory of this process. Pinned to one CPU core where the OS
 allows it. Imports only what the standalone decoder imports.
 """
 
@@ -23,6 +23,8 @@ def main(argv: list[str]) -> None:
 
     seconds = []
     for _ in range(repeat):
+        if os.path.exists(output):  # a first decode: replacing an existing file adds its unlink
+            os.unlink(output)
         start = time.perf_counter()
         decode_file(bitstream, output, quiet=True)
         seconds.append(time.perf_counter() - start)

@@ -33,6 +33,24 @@ def test_svarint_round_trip(value):
     assert syntax.Reader(bytes(writer.buffer)).element(field) == value
 
 
+@given(st.lists(st.integers(0, (1 << 64) - 1), min_size=0, max_size=80), st.binary(max_size=12))
+@settings(max_examples=150, deadline=None)
+def test_varints_vectorised_read_equals_one_by_one(values, tail):
+    """Long varint lists are parsed vectorised; values, position and errors match the scalar reader."""
+    field = syntax.Field("v", "varints", "")
+    writer = syntax.Writer()
+    writer.element(field, values)
+    data = bytes(writer.buffer) + tail
+    reader = syntax.Reader(data)
+    assert reader.element(field) == values
+    scalar = syntax.Reader(data)
+    count = scalar.varint("v")
+    assert [scalar.varint("v") for _ in range(count)] == values and scalar.position == reader.position
+    for cut in range(len(writer.buffer)):  # truncated anywhere: a BitstreamError, as before
+        with pytest.raises(BitstreamError):
+            syntax.Reader(bytes(writer.buffer)[:cut]).element(field)
+
+
 def test_limits_are_enforced_on_both_sides():
     with pytest.raises(ValueError, match="limit"):
         syntax.write_fields("model_header", {"flags": 0, "tensor_count": (1 << 24) + 1, "producer": ""})

@@ -22,6 +22,8 @@ import struct
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
+
 from nnlc.errors import BitstreamError
 
 MAGIC = b"NNLC"
@@ -222,11 +224,31 @@ class Reader:
             count = self._limited(field, self.varint(what))
             if count > self.remaining:  # each varint takes at least one byte
                 raise BitstreamError(f"{what}: {count} values cannot fit in {self.remaining} bytes")
-            return [self.varint(what) for _ in range(count)]
+            return self._varints(count, what)
         if kind in SYNTAX:
             values, self.position = read_fields(kind, self.data, self.position, self.end)
             return values
         raise BitstreamError(f"unknown element type {kind}")
+
+    def _varints(self, count: int, what: str) -> list[int]:
+        """`count` varints; vectorised when each has at most 9 bytes (values < 2**63), which covers
+        every well-formed table; otherwise (or when malformed) one by one, for the exact error."""
+        if count >= 16:
+            window = np.frombuffer(self.data, dtype=np.uint8, count=min(self.remaining, 9 * count),
+                                   offset=self.position)
+            ends = np.flatnonzero(window < 0x80)[:count]
+            if len(ends) == count:
+                starts = np.empty(count, dtype=np.int64)
+                starts[0] = 0
+                starts[1:] = ends[:-1] + 1
+                if int(np.max(ends - starts)) <= 8:
+                    owner = np.repeat(np.arange(count), ends - starts + 1)
+                    used = window[:ends[-1] + 1]
+                    shifts = (7 * (np.arange(len(used)) - starts[owner])).astype(np.uint64)
+                    values = np.bitwise_or.reduceat((used & 0x7F).astype(np.uint64) << shifts, starts)
+                    self.position += int(ends[-1]) + 1
+                    return values.tolist()
+        return [self.varint(what) for _ in range(count)]
 
     @staticmethod
     def _limited(field: Field, value: int) -> int:

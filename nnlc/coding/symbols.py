@@ -2,7 +2,8 @@
 
 `encode_symbols` picks the binning and table precision that minimise the total size (table side
 information included) and returns the fields of the bitstream's `symbols` structure;
-`decode_symbols` inverts it. Decoding is vectorised: one constriction call per tensor.
+`decode_symbols` inverts it. Decoding is vectorised: one constriction call per chunk of symbols, one
+table lookup per symbol, and integer work only for the few symbols that carry raw bits or escape.
 """
 
 from __future__ import annotations
@@ -222,93 +223,99 @@ def _table_lookups(binning: Binning, table: Table) -> tuple[np.ndarray, np.ndarr
     return from_bins(table_bins, np.zeros_like(table_bins), binning), raw_bit_counts(table_bins, binning)
 
 
-def _value_chunks(fields: dict, count: int) -> Iterator[np.ndarray]:
-    """The decoded integers (int64) in chunks of DECODE_CHUNK: table, escapes and raw bits.
+def _plain_range(nbits_lut: np.ndarray, table: Table) -> tuple[int, int]:
+    """(lo, hi): table indices lo..hi (inclusive) carry no raw bits and are not the escape; every
+    other index is 'special'. Bins below 2**exact_log2 in magnitude, the only ones without raw bits,
+    are consecutive, so this is one range (lo > hi when there is none)."""
+    plain = np.flatnonzero(nbits_lut[:-1] == 0)
+    if not len(plain):
+        return 1, 0
+    return int(plain[0]), int(plain[-1])
 
-    Memory is O(DECODE_CHUNK) besides the input; every consistency check runs by the last chunk.
+
+def _chunks(fields: dict, count: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(table indices, positions of special symbols, their integer values) per chunk of DECODE_CHUNK.
+
+    A symbol is special when its bin carries raw bits or it is an escape: they are few, and only
+    they are decoded beyond a table lookup. Memory is O(DECODE_CHUNK) besides the input; every
+    consistency check has run by the last chunk.
     """
     binning, table = _checked_table(fields, count)
     size = len(table.frequencies)
     base_lut, nbits_lut = _table_lookups(binning, table)
-    nbits_lut = nbits_lut.astype(np.uint8)
+    lo, hi = _plain_range(nbits_lut, table)
     escaped_bins = _unzigzag(_decode_varints(bytes(fields["escapes"])))
     if np.any(np.abs(escaped_bins) > binning.max_bin):
         raise ValueError("escaped bin outside the binning's range")
     raw = fields["raw_bits"]
-    windows = bit_windows(raw)
+    windows = bit_windows(raw) if len(raw) else None
     escapes_used = bits_used = 0
+    no_positions = np.zeros(0, dtype=np.intp)
     for index in _index_chunks(fields, table, count):
-        values = base_lut[index]
-        nbits = nbits_lut[index] if nbits_lut.any() else None
-        escaped = np.flatnonzero(index == size) if table.escape_frequency else ()
+        if lo == 0 and hi == size - 1 and not table.escape_frequency:
+            yield index, no_positions, np.zeros(0, dtype=np.int64)
+            continue
+        special = np.flatnonzero((index < lo) | (index > hi))
+        special_index = index[special]
+        values = base_lut[special_index]
+        nbits = nbits_lut[special_index]
+        escaped = np.flatnonzero(special_index == size)
         if len(escaped):
             bins = escaped_bins[escapes_used:escapes_used + len(escaped)]
             if len(bins) != len(escaped):
                 raise ValueError("escapes: fewer values than escaped symbols")
             escapes_used += len(escaped)
             values[escaped] = from_bins(bins, np.zeros_like(bins), binning)
-            escaped_nbits = raw_bit_counts(bins, binning)
-            if escaped_nbits.any():
-                nbits = np.zeros(len(index), dtype=np.uint8) if nbits is None else nbits
-                nbits[escaped] = escaped_nbits
-        if nbits is not None:
-            bits_used = _add_raw_bits(values, nbits, raw, bits_used, windows)
-        yield values
+            nbits[escaped] = raw_bit_counts(bins, binning)
+        if len(special) and nbits.any():
+            if windows is None:
+                raise ValueError("raw_bits: empty, but symbols carry raw bits")
+            offsets = unpack_bits(raw, nbits, bits_used, windows)
+            np.negative(offsets, out=offsets, where=values < 0)  # away from zero: the bin carries the sign
+            values += offsets
+            bits_used += int(nbits.sum(dtype=np.int64))
+        yield index, special, values
     if escapes_used != len(escaped_bins):
         raise ValueError(f"escapes: {len(escaped_bins) - escapes_used} values left after the escaped symbols")
     if len(raw) != (bits_used + 7) // 8:
         raise ValueError("raw_bits: length does not match the symbols' raw bits")
 
 
-def _add_raw_bits(values: np.ndarray, nbits: np.ndarray, raw, first_bit: int, windows: np.ndarray) -> int:
-    """Adds each value's raw offset (away from zero: the bin carries the sign) in place; returns the
-    next bit position. Unpacks only the values that carry bits when they are few."""
-    carrying = np.flatnonzero(nbits) if np.count_nonzero(nbits) < len(nbits) // 2 else None
-    carried_bits = nbits if carrying is None else nbits[carrying]
-    offsets = unpack_bits(raw, carried_bits, first_bit, windows)
-    selected = values if carrying is None else values[carrying]
-    np.negative(offsets, out=offsets, where=selected < 0)
-    if carrying is None:
-        values += offsets
-    else:
-        values[carrying] = selected + offsets
-    return first_bit + int(carried_bits.sum(dtype=np.int64))
-
-
 def decode_symbols(fields: dict, count: int) -> np.ndarray:
     """Decodes `count` integers from a `symbols` structure. Raises ValueError on inconsistent data."""
     values = np.empty(count, dtype=np.int64)
+    binning, table = _checked_table(fields, count)
+    base_lut, _ = _table_lookups(binning, table)
     start = 0
-    for chunk in _value_chunks(fields, count):
-        values[start:start + len(chunk)] = chunk
-        start += len(chunk)
+    for index, special, special_values in _chunks(fields, count):
+        part = values[start:start + len(index)]
+        np.take(base_lut, index, out=part, mode="clip")
+        part[special] = special_values
+        start += len(index)
     return values
 
 
 def decode_dequantized(fields: dict, count: int, step: np.float32, max_magnitude: int) -> np.ndarray:
     """float32(q) * step for the integers q of a `symbols` structure, in float32, without
-    materialising q (one table lookup per symbol when no symbol needs raw bits or escapes)."""
+    materialising q: one table lookup per symbol, plus integer work for the few that carry raw bits
+    or are escapes. Raises ValueError for |q| > max_magnitude."""
     values = np.empty(count, dtype=np.float32)
     step = np.float32(step)
+    binning, table = _checked_table(fields, count)
+    base_lut, nbits_lut = _table_lookups(binning, table)
+    lo, hi = _plain_range(nbits_lut, table)
+    if lo <= hi and np.max(np.abs(base_lut[lo:hi + 1])) > max_magnitude:
+        raise ValueError(f"quantized value beyond {max_magnitude}")
+    float_lut = base_lut.astype(np.float32) * step
     start = 0
-    if fields["escape_frequency"] == 0 and not len(fields["raw_bits"]) and not len(fields["escapes"]) and count:
-        binning, table = _checked_table(fields, count)
-        base_lut, nbits_lut = _table_lookups(binning, table)
-        if not np.any(nbits_lut):
-            if np.max(np.abs(base_lut)) > max_magnitude:
+    for index, special, special_values in _chunks(fields, count):
+        part = values[start:start + len(index)]
+        np.take(float_lut, index, out=part, mode="clip")
+        if len(special):
+            if np.max(np.abs(special_values)) > max_magnitude:
                 raise ValueError(f"quantized value beyond {max_magnitude}")
-            float_lut = base_lut.astype(np.float32) * step
-            for index in _index_chunks(fields, table, count):
-                values[start:start + len(index)] = float_lut[index]
-                start += len(index)
-            return values
-    for chunk in _value_chunks(fields, count):
-        if chunk.size and max(-int(chunk.min()), int(chunk.max())) > max_magnitude:
-            raise ValueError(f"quantized value beyond {max_magnitude}")
-        part = values[start:start + len(chunk)]
-        part[...] = chunk
-        part *= step
-        start += len(chunk)
+            part[special] = special_values.astype(np.float32) * step
+        start += len(index)
     return values
 
 

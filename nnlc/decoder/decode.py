@@ -255,6 +255,28 @@ def decode_bitstream(data: bytes, structure: onnx.ModelProto | None = None, quan
     the same graph) when the bitstream carries none. With `quantized`, quantized tensors become
     integer tensors + DequantizeLinear (inference without full reconstruction).
     """
+    model, values, quantized_tensors = decode_tensors(data, structure, quantized, limits, progress)
+    return assemble_model(model, values, quantized_tensors)
+
+
+def assemble_model(model: onnx.ModelProto, values: dict[str, np.ndarray],
+                   quantized_tensors: dict[str, tuple[np.ndarray, float]] | None = None) -> onnx.ModelProto:
+    """Puts decoded `values` (and, for `--quantized`, integer tensors + DequantizeLinear) into `model`."""
+    try:
+        onnx_io.replace_tensors(model, values, in_place=True)
+        if quantized_tensors:
+            from nnlc.decoder.quantized_graph import insert_dequantize_nodes
+
+            insert_dequantize_nodes(model, quantized_tensors)
+    except (ModelError, *_DATA_ERRORS) as error:  # decode_tensors' checks should make this unreachable
+        raise BitstreamError(f"tensors do not fit the model structure ({error})") from None
+    return model
+
+
+def decode_tensors(data: bytes, structure: onnx.ModelProto | None = None, quantized: bool = False,
+                   limits: Limits = Limits(), progress=None) -> tuple[onnx.ModelProto, dict, dict]:
+    """(model structure, decoded arrays by tensor name, quantized tensors) of a bitstream; every unit
+    is checked against the structure. `assemble_model` puts them together (see `decode_bitstream`)."""
     units = list(iter_units(data, limits.max_units))
     header, position = _read_header(units)
     if header["flags"] & ~FLAG_TOPOLOGY:
@@ -295,15 +317,7 @@ def decode_bitstream(data: bytes, structure: onnx.ModelProto | None = None, quan
             quantized_tensors[unit.name] = (symbols, step)
         if progress is not None:
             progress(count + 1, len(parsed), unit.name)
-    try:
-        onnx_io.replace_tensors(model, values, in_place=True)
-        if quantized_tensors:
-            from nnlc.decoder.quantized_graph import insert_dequantize_nodes
-
-            insert_dequantize_nodes(model, quantized_tensors)
-    except (ModelError, *_DATA_ERRORS) as error:  # the checks above should make this unreachable
-        raise BitstreamError(f"tensors do not fit the model structure ({error})") from None
-    return model
+    return model, values, quantized_tensors
 
 
 def _is_linear_latent(unit: TensorUnit) -> bool:

@@ -20,7 +20,8 @@ import onnx
 from onnx import numpy_helper
 
 from nnlc import onnx_io
-from nnlc.decoder.decode import Limits, decode_bitstream
+from nnlc.decoder.decode import Limits, assemble_model, decode_tensors
+from nnlc.decoder.onnx_writer import spliced_pieces, write_pieces
 from nnlc.errors import ModelError
 
 TWO_GIB = 2 * 1024 ** 3
@@ -185,5 +186,28 @@ def decode_file(bitstream_path: str, output_path: str, structure_path: str | Non
     """Decodes a .nnlc file to an ONNX file; returns the bytes written (see `save_model`)."""
     data = read_bytes(bitstream_path)
     structure = onnx_io.load_model(structure_path) if structure_path else None
-    model = decode_bitstream(data, structure, quantized, limits=limits, progress=progress_printer("decoding", quiet))
-    return save_model(model, output_path, external_data, external_threshold)
+    model, values, quantized_tensors = decode_tensors(data, structure, quantized, limits,
+                                                      progress_printer("decoding", quiet))
+    del data
+    if not quantized and not external_data:
+        written = _save_spliced(model, values, output_path, external_threshold)
+        if written is not None:
+            return written
+    return save_model(assemble_model(model, values, quantized_tensors), output_path, external_data, external_threshold)
+
+
+def _save_spliced(model: onnx.ModelProto, values: dict[str, np.ndarray], path: str, threshold: int) -> int | None:
+    """Writes the model with main-graph initializers streamed from their arrays (`onnx_writer`);
+    returns the bytes written, or None when the file would reach `threshold` (the values not
+    streamed are then already in `model`, the streamed ones still in `values`)."""
+    initializers = {tensor.name for tensor in model.graph.initializer}
+    streamed = {name: values.pop(name) for name in list(values) if name in initializers}
+    assemble_model(model, values)
+    values.clear()
+    if model.ByteSize() + sum(np.asarray(value).nbytes + 64 for value in streamed.values()) >= threshold:
+        values.update(streamed)
+        return None
+    pieces, length = spliced_pieces(model, streamed)
+    with atomic_file(path) as stream:
+        write_pieces(stream, pieces)
+    return length
