@@ -20,7 +20,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest tests -m "not slow"
 
-test-all: $(STAMP)  # adds the slow tests (4 devices vs 1, real sweeps, real shared models)
+test-all: $(STAMP)  # adds the slow tests (real sweeps, real shared models)
 	$(PY) -m pytest tests
 
 bench: $(STAMP)

@@ -77,7 +77,8 @@ def thread_env(threads: int | None, accelerator: str = "cpu") -> dict[str, str]:
         for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
             env[name] = str(threads)
         if threads == 1 and accelerator == "cpu":
-            env["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+            # (a bare `intra_op_parallelism_threads=1` here, as often copied, makes XLA drop every flag after it)
+            env["XLA_FLAGS"] = "--xla_cpu_multi_thread_eigen=false"
     return env
 
 

@@ -122,6 +122,7 @@ def test_build_jobs_gives_each_point_its_workdir_flags_and_env(tmp_path):
     assert built[0].command[:3] == [sys.executable, "-m", "experiments.main"]
     env = built[0].env
     assert env["OMP_NUM_THREADS"] == "1" and "xla_cpu_multi_thread_eigen=false" in env["XLA_FLAGS"]
+    assert all(flag.startswith("--") for flag in env["XLA_FLAGS"].split())  # XLA ignores flags after a bare word
     assert "JAX_PLATFORMS" not in env and env["PYTHONUNBUFFERED"] == "1"
     with pytest.raises(ValueError, match="share the directory name"):
         jobs.build_jobs([{"lmbda": 0.1}, {"lmbda": 0.1}], config="c.py", root="/r")

@@ -26,6 +26,8 @@ def get_config(arg: str | None = None):
     config.distortion = "distill"
     config.distill_loss = options.get("loss", "kl" if inputs == "images" else "mse")
     config.batch_size = int(options.get("batch_size", 16))
+    if inputs == "audio":  # rows are the frames of one sequence: no gradient groups (defaults.py)
+        config.gradient_groups = 0
     config.num_steps = 1000
     config.lmbda = 0.01
     config.learning_rate_decoder = 0.01

@@ -18,6 +18,10 @@ from typing import Any
 import numpy as np
 import onnx
 
+# kinds whose batch rows are the consecutive time steps of one sequence (a recurrent state runs
+# through them), not independent examples: they cannot be split into gradient groups (step.py)
+SEQUENTIAL_INPUTS = frozenset({"audio"})
+
 
 def _graph_inputs(model: onnx.ModelProto) -> list[tuple[str, int, list]]:
     initializers = {init.name for init in model.graph.initializer}

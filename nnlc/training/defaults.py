@@ -15,7 +15,11 @@ def base_config() -> ml_collections.ConfigDict:
     config.output_name = ""  # which graph output the distortion uses ('' = the first)
     config.lmbda = 0.01  # loss = distortion + lmbda * bits per parameter
     config.num_steps = 300
-    config.batch_size = 64
+    config.batch_size = 64  # the global batch, split over all devices (and hosts)
+    # the batch is cut into this many groups whose gradients are summed in a fixed order, so 1, 2, 4
+    # or 8 devices train bit-identically (nnlc/training/step.py); must divide batch_size, and the
+    # device count must divide it; 0: plain batch mean (needed when rows are not independent examples)
+    config.gradient_groups = 8
     config.seed = 0
     config.latent_units = "step_scaled"  # step_scaled (latents shrink as steps grow) | bins (EPR's free latents)
     config.learning_rate_latents = 0.05  # latents are in units of quantization bins (of the initial step)

@@ -24,8 +24,8 @@ from nnlc import onnx_io
 from nnlc.decoder.files import atomic_write
 from nnlc.training import data, final_encode, sharding
 from nnlc.training.problem import build_problem, decoded_weights
-from nnlc.training.step import (create_train_state, make_entropy_warmup, make_eval_rate, make_optimizer,
-                                make_train_step)
+from nnlc.training.step import (create_train_state, gradient_groups, make_entropy_warmup, make_eval_rate,
+                                make_optimizer, make_train_step)
 
 
 def config_hash(config: Any) -> str:
@@ -94,6 +94,7 @@ def train_and_evaluate(config: Any, workdir: str, stop_after: int | None = None)
     """Runs (or resumes) one rate-distortion training; returns the result dict (None if stopped early)."""
     os.makedirs(workdir, exist_ok=True)
     sharding.maybe_initialize_distributed(config.get("distributed", False))
+    gradient_groups(config, jax.device_count())  # a batch / groups / devices mismatch fails here, not later
     _write_json(os.path.join(workdir, "config.json"), config.to_dict())
     model = _original_model(workdir, config)
     rng = jax.random.key(config.seed)
@@ -123,7 +124,7 @@ def train_and_evaluate(config: Any, workdir: str, stop_after: int | None = None)
     jitted_apply = jax.jit(problem.apply)
     original_on_device = jax.device_put(original, sharding.replicated(mesh))
     original_forward = lambda inputs: jitted_apply(original_on_device, inputs)  # noqa: E731
-    train_step = jax.jit(make_train_step(problem, config, optimizer), donate_argnums=(0,))
+    train_step = jax.jit(make_train_step(problem, config, optimizer, mesh), donate_argnums=(0,))
     constants = jax.device_put({"fixed_weights": {k: np.asarray(v) for k, v in problem.fixed_weights.items()},
                                 "reference_weights": ({n: original[n] for n in problem.trained}
                                                       if config.distortion == "weights" else {})},
@@ -133,7 +134,7 @@ def train_and_evaluate(config: Any, workdir: str, stop_after: int | None = None)
     try:
         for step in range(int(state.step), config.num_steps):
             batch = _make_batch(batches, step, config, original_forward)
-            batch = {**sharding.shard_batch(batch, mesh), "constants": constants}
+            batch = {**sharding.shard_batch(batch, mesh, config.batch_size), "constants": constants}
             state, metrics = train_step(state, batch, jax.random.fold_in(train_rng, step))
             done = step + 1
             if done % config.log_every == 0 or done == config.num_steps:
@@ -166,6 +167,8 @@ def _make_batch(batches, step: int, config: Any, original_forward) -> dict:
         outputs = original_forward(batch["inputs"])
         name = config.output_name or next(iter(outputs))
         batch["targets"] = np.asarray(outputs[name])
+        if config.distill_loss == "mse":  # the normaliser, once per batch in float64 (step.distortion)
+            batch["target_mean_square"] = np.float32(np.mean(np.square(batch["targets"], dtype=np.float64)))
     return batch
 
 
