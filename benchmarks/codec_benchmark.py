@@ -1,6 +1,6 @@
 """Post-training codec on the real networks in ../shared/models, against NNCodec at matched weight MSE.
 
-    python -m benchmarks.codec_benchmark [--models=mobilenet_v2,...] [--no_nncodec] [--no_fidelity]
+    python -m benchmarks.codec_benchmark [--models=mobilenet_v2,...] [--no_nncodec [--reuse_nncodec]] [--no_fidelity]
 
 For each model and quality point: original bytes, compressed bytes (and without the topology unit),
 bits/param, weight MSE (tensors with ndim >= 2), encode seconds, standalone-decode seconds on one core
@@ -43,6 +43,8 @@ QPS = {
 FLAGS = flags.FLAGS
 flags.DEFINE_list("models", list(QPS), "Models (file stems in the models folder).")
 flags.DEFINE_bool("nncodec", True, "Compare with NNCodec at matched MSE when its venv exists.")
+flags.DEFINE_bool("reuse_nncodec", False, "Without --nncodec: keep NNCodec's figures from the previous JSON for "
+                  "points whose weight MSE is unchanged (NNCodec's side depends only on the weights and that MSE).")
 flags.DEFINE_bool("fidelity", True, "Measure fidelity of each decoded model.")
 flags.DEFINE_string("output", str(RESULTS), "Where to write the JSON.")
 
@@ -71,7 +73,15 @@ def _nncodec_at_mse(arrays: dict, mse: float) -> dict:
             "coarse": {k: matched["coarse"].get(k) for k in ("qp", "bytes", "mse_weights", "encode_s", "decode_s")}}
 
 
-def benchmark_model(name: str, use_nncodec: bool, use_fidelity: bool) -> dict:
+def _previous_nncodec(previous: dict | None, qp: int, weight_mse: float) -> dict | None:
+    """The NNCodec block of the previous run's point with this qp, if its weight MSE is the same."""
+    for point in (previous or {}).get("points", []):
+        if point.get("qp") == qp and "nncodec" in point and abs(point["weight_mse"] - weight_mse) <= 1e-9 * weight_mse:
+            return {**point["nncodec"], "reused_from_previous_run": True}
+    return None
+
+
+def benchmark_model(name: str, use_nncodec: bool, use_fidelity: bool, previous: dict | None = None) -> dict:
     from nnlc import encoder, onnx_io
 
     path = MODELS_DIR / f"{name}.onnx"
@@ -80,7 +90,8 @@ def benchmark_model(name: str, use_nncodec: bool, use_fidelity: bool) -> dict:
     params = sum(r.array.size for r in records.values())
     float_bytes = sum(r.array.nbytes for r in records.values())
     arrays = {k: r.array for k, r in records.items()}
-    entry = {"file": path.name, "file_bytes": path.stat().st_size, "float_params": int(params),
+    entry = {"measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "load_average_1m": os.getloadavg()[0],
+             "file": path.name, "file_bytes": path.stat().st_size, "float_params": int(params),
              "float_weight_bytes": int(float_bytes), "points": []}
     workdir = tempfile.mkdtemp(prefix=f"nnlc-bench-{name}-")
     for qp in QPS[name]:
@@ -101,8 +112,9 @@ def benchmark_model(name: str, use_nncodec: bool, use_fidelity: bool) -> dict:
             from nnlc import fidelity
 
             point["fidelity"] = fidelity.evaluate_fidelity("auto", str(path), decoded_path)
-        if use_nncodec:
-            point["nncodec"] = _nncodec_at_mse(arrays, point["weight_mse"])
+        reused = None if use_nncodec else _previous_nncodec(previous, qp, point["weight_mse"])
+        if use_nncodec or reused:
+            point["nncodec"] = reused or _nncodec_at_mse(arrays, point["weight_mse"])
             if "bytes_at_mse" in point["nncodec"]:
                 point["nnlc_over_nncodec"] = weights_only / point["nncodec"]["bytes_at_mse"]
         entry["points"].append(point)
@@ -128,7 +140,8 @@ def main(argv: list[str]) -> None:
         if not (MODELS_DIR / f"{name}.onnx").exists():
             print(f"skipping {name}: {MODELS_DIR / (name + '.onnx')} not found")
             continue
-        results["models"][name] = benchmark_model(name, use_nncodec, FLAGS.fidelity)
+        previous = results["models"].get(name) if FLAGS.reuse_nncodec else None
+        results["models"][name] = benchmark_model(name, use_nncodec, FLAGS.fidelity, previous)
         results["encoder_peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         output.parent.mkdir(parents=True, exist_ok=True)
         temporary = output.with_suffix(".tmp")
