@@ -27,6 +27,8 @@ import traceback
 import zlib
 from typing import Any
 
+import onnx
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
@@ -40,6 +42,9 @@ with _INSTRUMENTATION:
     from nnlc.bitstream.container import UnitType, write_container
     from nnlc.bitstream.syntax import MAGIC, SYNTAX, Field, Reader, read_exact, write_fields
     from nnlc.decoder import Limits, decode_bitstream, inspect_bitstream
+    from nnlc.decoder.decode import decode_tensors
+    from nnlc.decoder.files import split_for_streaming
+    from nnlc.decoder.onnx_writer import spliced_pieces
     from nnlc.errors import BitstreamError
 
 # Small caps, so that an input that gets past them is a finding, not a legitimately large model.
@@ -66,9 +71,13 @@ def _check(error: BitstreamError) -> None:
 
 
 def _decode(data: bytes, structure=None) -> None:
-    quantized = bool(zlib.crc32(data) & 1)
-    model = decode_bitstream(data, structure, quantized=quantized, limits=FUZZ_LIMITS)
-    model.SerializeToString()
+    """Decodes as `nnlc-decode` does: float output through the streaming ONNX writer, or --quantized."""
+    if zlib.crc32(data) & 1:
+        decode_bitstream(data, structure, quantized=True, limits=FUZZ_LIMITS).SerializeToString()
+        return
+    model, values, _ = decode_tensors(data, structure, False, FUZZ_LIMITS)
+    pieces, _ = spliced_pieces(model, split_for_streaming(model, values))
+    onnx.ModelProto.FromString(b"".join(bytes(piece) for piece in pieces))
 
 
 def decode_all_ways(data: bytes) -> None:

@@ -196,13 +196,20 @@ def decode_file(bitstream_path: str, output_path: str, structure_path: str | Non
     return save_model(assemble_model(model, values, quantized_tensors), output_path, external_data, external_threshold)
 
 
+def split_for_streaming(model: onnx.ModelProto, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Puts the decoded values that are not main-graph initializers into `model` (subgraph and
+    Constant tensors) and returns the others, which `onnx_writer.spliced_pieces` streams."""
+    initializers = {tensor.name for tensor in model.graph.initializer}
+    streamed = {name: values[name] for name in values if name in initializers}
+    assemble_model(model, {name: value for name, value in values.items() if name not in streamed})
+    return streamed
+
+
 def _save_spliced(model: onnx.ModelProto, values: dict[str, np.ndarray], path: str, threshold: int) -> int | None:
     """Writes the model with main-graph initializers streamed from their arrays (`onnx_writer`);
-    returns the bytes written, or None when the file would reach `threshold` (the values not
-    streamed are then already in `model`, the streamed ones still in `values`)."""
-    initializers = {tensor.name for tensor in model.graph.initializer}
-    streamed = {name: values.pop(name) for name in list(values) if name in initializers}
-    assemble_model(model, values)
+    returns the bytes written, or None when the file would reach `threshold` (`values` then holds
+    only the streamed tensors, the others being in `model` already)."""
+    streamed = split_for_streaming(model, values)
     values.clear()
     if model.ByteSize() + sum(np.asarray(value).nbytes + 64 for value in streamed.values()) >= threshold:
         values.update(streamed)
