@@ -100,3 +100,32 @@ def test_dequantized_fast_path_equals_integer_path():
         step = np.float32(0.0123)
         fast = symbols.decode_dequantized(fields, values.size, step, 1 << 23)
         np.testing.assert_array_equal(fast, values.astype(np.float32) * step)
+
+
+@pytest.mark.parametrize("chunk", [997, 1 << 20])
+def test_raw_bits_escapes_and_plain_symbols_across_chunks(monkeypatch, chunk):
+    """Only symbols outside the raw-bit-free bins get integer work: raw bits, escapes and plain
+    symbols mixed over chunk boundaries decode exactly, in both decoders, and leftovers are refused."""
+    monkeypatch.setattr(symbols, "DECODE_CHUNK", chunk)
+    rng = np.random.default_rng(7)
+    inside = np.round(rng.laplace(0, 300, 8_000)).astype(np.int64)
+    plan = symbols.plan_coding(inside)
+    bins, _, nbits = binning.to_bins(inside, plan.binning)
+    assert nbits.any() and not nbits.all()  # both kinds of bins occur
+    counts = np.bincount(bins - plan.table.first, minlength=len(plan.table.frequencies))
+    table = tables.table_from_counts(plan.table.first, counts, 16, escape_count=3)
+    values = inside.copy()
+    values[[5, 3_000, 7_999]] = [1 << 20, -(1 << 21), 12345678]  # beyond the table: escapes, with raw bits
+    fields = symbols.encode_symbols(values, symbols.CodingPlan(plan.binning, table, 0.0, 0, 0.0))
+    assert fields["escapes"] and fields["raw_bits"]
+    np.testing.assert_array_equal(symbols.decode_symbols(fields, values.size), values)
+    step = np.float32(0.0123)
+    np.testing.assert_array_equal(symbols.decode_dequantized(fields, values.size, step, 1 << 24),
+                                  values.astype(np.float32) * step)
+    with pytest.raises(ValueError, match="beyond"):
+        symbols.decode_dequantized(fields, values.size, step, 1 << 20)
+    for broken, message in (({**fields, "raw_bits": fields["raw_bits"] + b"\0"}, "raw_bits"),
+                            ({**fields, "raw_bits": fields["raw_bits"][:-1]}, "raw bits"),
+                            ({**fields, "escapes": fields["escapes"] + b"\x02"}, "escapes")):
+        with pytest.raises(ValueError, match=message):
+            symbols.decode_symbols(broken, values.size)

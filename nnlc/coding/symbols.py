@@ -225,25 +225,42 @@ def _table_lookups(binning: Binning, table: Table) -> tuple[np.ndarray, np.ndarr
 
 def _plain_range(nbits_lut: np.ndarray, table: Table) -> tuple[int, int]:
     """(lo, hi): table indices lo..hi (inclusive) carry no raw bits and are not the escape; every
-    other index is 'special'. Bins below 2**exact_log2 in magnitude, the only ones without raw bits,
-    are consecutive, so this is one range (lo > hi when there is none)."""
+    other index is 'special'. Raw bit counts never decrease with a bin's magnitude, so the bins
+    without them are consecutive: one range (lo > hi when there is none)."""
     plain = np.flatnonzero(nbits_lut[:-1] == 0)
     if not len(plain):
         return 1, 0
     return int(plain[0]), int(plain[-1])
 
 
-def _chunks(fields: dict, count: int) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+@dataclasses.dataclass(frozen=True)
+class _Lookups:
+    """What decoding a `symbols` structure needs besides the symbols (checked, built once)."""
+
+    binning: Binning
+    table: Table
+    base_lut: np.ndarray  # value of each table index with zero raw offset (escape slot last, 0)
+    nbits_lut: np.ndarray  # raw bits after each table index
+    lo: int  # table indices lo..hi carry no raw bits and are not the escape (`_plain_range`)
+    hi: int
+
+
+def _lookups(fields: dict, count: int) -> _Lookups:
+    binning, table = _checked_table(fields, count)
+    base_lut, nbits_lut = _table_lookups(binning, table)
+    return _Lookups(binning, table, base_lut, nbits_lut, *_plain_range(nbits_lut, table))
+
+
+def _chunks(fields: dict, count: int, lookups: _Lookups) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """(table indices, positions of special symbols, their integer values) per chunk of DECODE_CHUNK.
 
     A symbol is special when its bin carries raw bits or it is an escape: they are few, and only
     they are decoded beyond a table lookup. Memory is O(DECODE_CHUNK) besides the input; every
     consistency check has run by the last chunk.
     """
-    binning, table = _checked_table(fields, count)
+    binning, table, base_lut, nbits_lut = lookups.binning, lookups.table, lookups.base_lut, lookups.nbits_lut
+    lo, hi = lookups.lo, lookups.hi
     size = len(table.frequencies)
-    base_lut, nbits_lut = _table_lookups(binning, table)
-    lo, hi = _plain_range(nbits_lut, table)
     escaped_bins = _unzigzag(_decode_varints(bytes(fields["escapes"])))
     if np.any(np.abs(escaped_bins) > binning.max_bin):
         raise ValueError("escaped bin outside the binning's range")
@@ -284,12 +301,11 @@ def _chunks(fields: dict, count: int) -> Iterator[tuple[np.ndarray, np.ndarray, 
 def decode_symbols(fields: dict, count: int) -> np.ndarray:
     """Decodes `count` integers from a `symbols` structure. Raises ValueError on inconsistent data."""
     values = np.empty(count, dtype=np.int64)
-    binning, table = _checked_table(fields, count)
-    base_lut, _ = _table_lookups(binning, table)
+    lookups = _lookups(fields, count)
     start = 0
-    for index, special, special_values in _chunks(fields, count):
+    for index, special, special_values in _chunks(fields, count, lookups):
         part = values[start:start + len(index)]
-        np.take(base_lut, index, out=part, mode="clip")
+        np.take(lookups.base_lut, index, out=part, mode="clip")
         part[special] = special_values
         start += len(index)
     return values
@@ -301,14 +317,13 @@ def decode_dequantized(fields: dict, count: int, step: np.float32, max_magnitude
     or are escapes. Raises ValueError for |q| > max_magnitude."""
     values = np.empty(count, dtype=np.float32)
     step = np.float32(step)
-    binning, table = _checked_table(fields, count)
-    base_lut, nbits_lut = _table_lookups(binning, table)
-    lo, hi = _plain_range(nbits_lut, table)
-    if lo <= hi and np.max(np.abs(base_lut[lo:hi + 1])) > max_magnitude:
+    lookups = _lookups(fields, count)
+    lo, hi = lookups.lo, lookups.hi
+    if lo <= hi and np.max(np.abs(lookups.base_lut[lo:hi + 1])) > max_magnitude:
         raise ValueError(f"quantized value beyond {max_magnitude}")
-    float_lut = base_lut.astype(np.float32) * step
+    float_lut = lookups.base_lut.astype(np.float32) * step
     start = 0
-    for index, special, special_values in _chunks(fields, count):
+    for index, special, special_values in _chunks(fields, count, lookups):
         part = values[start:start + len(index)]
         np.take(float_lut, index, out=part, mode="clip")
         if len(special):
