@@ -23,6 +23,7 @@ import numpy as np
 import onnx
 
 from nnlc import onnx_io
+from nnlc.errors import ModelError
 
 MODEL_GRAPH_TAG = bytes([(7 << 3) | 2])  # ModelProto.graph, length-delimited
 GRAPH_INITIALIZER_TAG = bytes([(5 << 3) | 2])  # GraphProto.initializer
@@ -64,8 +65,6 @@ def spliced_pieces(model: onnx.ModelProto, values: Mapping[str, np.ndarray]) -> 
     `model` is changed: its main graph's initializers are moved out of it into the returned pieces.
     Raises ModelError for a name that is not a main-graph initializer or a shape that does not match.
     """
-    from nnlc.errors import ModelError
-
     initializers = list(model.graph.initializer)
     known = {tensor.name for tensor in initializers}
     for name in values:
