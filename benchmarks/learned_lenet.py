@@ -1,15 +1,19 @@
 """LeNet-style CNN trained from scratch on scikit-learn digits: labelled accuracy vs size for the learned
 mode (several lambdas), the post-training mode and NNCodec (when its venv exists), on the same network.
 
-    python -m benchmarks.learned_lenet [--lambdas=0.01,0.03,0.1,0.3,1] [--steps=1000]
+    python -m benchmarks.learned_lenet [--lambdas=0.01,0.03,0.1,0.3,1] [--steps=1000] [--seeds=3] [--jobs=2]
 
-Writes benchmarks/results/learned_lenet.json (and a PNG plot beside it when matplotlib is present).
-Needs nothing outside the project (digits ship with scikit-learn).
+Each lambda runs with several seeds (one run's accuracy can land a few points off: the last steps'
+rounding is noisy on a 6 K-parameter network); the JSON keeps every run and the mean, and the plot
+shows the mean with the min-max range. Writes benchmarks/results/learned_lenet.json (and a PNG plot
+beside it when matplotlib is present). Needs nothing outside the project (digits ship with scikit-learn).
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
+import multiprocessing
 import os
 import pathlib
 import tempfile
@@ -23,6 +27,8 @@ OUTPUT = ROOT / "benchmarks" / "results" / "learned_lenet.json"
 FLAGS = flags.FLAGS
 flags.DEFINE_list("lambdas", ["0.01", "0.03", "0.1", "0.3", "1.0"], "Rate-distortion trade-offs of the learned mode.")
 flags.DEFINE_integer("steps", 1000, "Training steps per lambda.")
+flags.DEFINE_integer("seeds", 3, "Runs (seeds 0, 1, ...) per lambda.")
+flags.DEFINE_integer("jobs", 2, "Training runs at a time (separate processes).")
 flags.DEFINE_list("qps", ["-20", "-16", "-12", "-8", "-4", "0"], "Post-training qps.")
 flags.DEFINE_list("nncodec_qps", ["-20", "-16", "-12", "-8", "-4", "0"], "NNCodec qps.")
 flags.DEFINE_string("workdir", None, "Where runs go (default: a temp dir).")
@@ -33,25 +39,26 @@ def main(argv):
     import sys
 
     sys.path.insert(0, str(ROOT))
-    from experiments.configs import lenet5_digits
     from nnlc import encoder, onnx_io
     from nnlc.decoder import decode_bitstream
-    from nnlc.training.loop import train_and_evaluate
     from nnlc.zoo import digits
 
     workdir = FLAGS.workdir or tempfile.mkdtemp(prefix="nnlc-lenet-")
     _, _, x_test, y_test = digits.load_digits_split()
-    results = {"learned": [], "post_training": [], "nncodec": []}
-    original = None
+    results = {"learned": [], "post_training": [], "nncodec": [],
+               "settings": {"steps": FLAGS.steps, "seeds": FLAGS.seeds, "learning_rate_decoder": 0.02}}
+    runs = [(float(lmbda), seed) for lmbda in FLAGS.lambdas for seed in range(FLAGS.seeds)]
+    with concurrent.futures.ProcessPoolExecutor(max_workers=FLAGS.jobs,
+                                                mp_context=multiprocessing.get_context("spawn")) as pool:
+        finished = list(pool.map(_train_one, [(lmbda, seed, FLAGS.steps, workdir) for lmbda, seed in runs]))
     for lmbda in map(float, FLAGS.lambdas):
-        config = lenet5_digits.get_config()
-        config.lmbda, config.num_steps, config.learning_rate_decoder, config.log_every = lmbda, FLAGS.steps, 0.02, 250
-        run_dir = os.path.join(workdir, f"lmbda={lmbda}")
-        result = json.load(open(os.path.join(run_dir, "result.json"))) if os.path.exists(
-            os.path.join(run_dir, "result.json")) else train_and_evaluate(config, run_dir)
-        original = original or onnx.load(os.path.join(run_dir, "original.onnx"))
-        results["learned"].append({"lmbda": lmbda, "bytes": result["bytes"], "accuracy": result["evaluation"]["accuracy"]})
-        print(results["learned"][-1], flush=True)
+        mine = [run for run in finished if run["lmbda"] == lmbda]
+        accuracies = [run["accuracy"] for run in mine]
+        results["learned"].append({"lmbda": lmbda, "bytes": float(np.mean([run["bytes"] for run in mine])),
+                                   "accuracy": float(np.mean(accuracies)), "accuracy_min": min(accuracies),
+                                   "accuracy_max": max(accuracies), "runs": mine})
+        print({k: v for k, v in results["learned"][-1].items() if k != "runs"}, flush=True)
+    original = onnx.load(os.path.join(workdir, "lmbda=%s,seed=0" % runs[0][0], "original.onnx"))
     results["float"] = {"bytes": int(sum(r.array.nbytes for r in onnx_io.find_float_tensors(original).values())),
                         "accuracy": digits.onnx_accuracy(original, x_test, y_test)}
     for qp in map(int, FLAGS.qps):
@@ -77,7 +84,12 @@ def main(argv):
         import matplotlib.pyplot as plt
 
         figure, axis = plt.subplots(figsize=(6, 4))
-        for key, marker in (("learned", "o-"), ("post_training", "s--"), ("nncodec", "^:")):
+        learned = sorted(results["learned"], key=lambda p: p["bytes"])
+        axis.errorbar([p["bytes"] for p in learned], [p["accuracy"] for p in learned], fmt="o-",
+                      yerr=[[p["accuracy"] - p["accuracy_min"] for p in learned],
+                            [p["accuracy_max"] - p["accuracy"] for p in learned]],
+                      capsize=3, label=f"learned (mean of {FLAGS.seeds} seeds, min-max)")
+        for key, marker in (("post_training", "s--"), ("nncodec", "^:")):
             points = sorted((p["bytes"], p["accuracy"]) for p in results[key])
             if points:
                 axis.plot(*zip(*points), marker, label=key.replace("_", "-"))
@@ -91,6 +103,26 @@ def main(argv):
     except ImportError:
         pass
     print(f"wrote {OUTPUT}")
+
+
+def _train_one(job: tuple[float, int, int, str]) -> dict:
+    """One learned-mode run (in its own process); reuses a finished run's result.json."""
+    import sys
+
+    sys.path.insert(0, str(ROOT))
+    from experiments.configs import lenet5_digits
+    from nnlc.training.loop import train_and_evaluate
+
+    lmbda, seed, steps, workdir = job
+    config = lenet5_digits.get_config()
+    config.lmbda, config.num_steps, config.learning_rate_decoder, config.log_every = lmbda, steps, 0.02, 250
+    config.seed = seed
+    run_dir = os.path.join(workdir, f"lmbda={lmbda},seed={seed}")
+    finished = os.path.join(run_dir, "result.json")
+    result = json.load(open(finished)) if os.path.exists(finished) else train_and_evaluate(config, run_dir)
+    run = {"lmbda": lmbda, "seed": seed, "bytes": result["bytes"], "accuracy": result["evaluation"]["accuracy"]}
+    print(run, flush=True)
+    return run
 
 
 if __name__ == "__main__":
