@@ -145,11 +145,32 @@ def variant_label(run: Run, keys: Sequence[str]) -> str:
     return ",".join(f"{key}={run.config.get(key)}" for key in keys) or "nnlc"
 
 
+def _base_values(runs: Sequence[Run], keys: Sequence[str]) -> dict[str, str]:
+    """Per key, the value that more variants hold than any other (an ablation's base), if there is one."""
+    variants = {variant_label(run, keys): run for run in runs}
+    base = {}
+    for key in keys:
+        counts: dict[str, int] = {}
+        for run in variants.values():
+            value = json.dumps(run.config.get(key), sort_keys=True, default=str)
+            counts[value] = counts.get(value, 0) + 1
+        ranked = sorted(counts.values(), reverse=True)
+        if len(ranked) > 1 and ranked[0] > ranked[1]:
+            base[key] = max(counts, key=counts.get)
+    return base
+
+
 def group_by_variant(runs: Sequence[Run]) -> dict[str, list[Run]]:
+    """Runs by variant. A variant is named by the keys where it differs from the base (the value most
+    variants share, when one value is the most common); the variant that differs nowhere is 'base'."""
     keys = variant_keys(runs)
+    base = _base_values(runs, keys)
     groups: dict[str, list[Run]] = {}
     for run in runs:
-        groups.setdefault(variant_label(run, keys), []).append(run)
+        differing = [key for key in keys
+                     if base.get(key) != json.dumps(run.config.get(key), sort_keys=True, default=str)]
+        label = variant_label(run, differing) if differing or not keys else "base"
+        groups.setdefault(label, []).append(run)
     return dict(sorted(groups.items()))
 
 

@@ -181,3 +181,16 @@ def test_nncodec_is_drawn_beside_nnlc_for_the_same_model(tmp_path, with_fidelity
     else:
         assert "### Ablation" not in markdown
         assert "has no `top1_agreement_confident` per run; its sizes: 3,000 (qp -32), 5,000 (qp -38)" in markdown
+
+
+def test_ablation_variants_are_named_by_what_they_change_from_the_base(tmp_path):
+    """One-change-at-a-time sweeps: each variant is labelled by its changed keys only, the base as 'base'."""
+    for name, conv_decoder, entropy_model in (("base", "dct", "deep_factorized"), ("v1", "dct", "laplace"),
+                                              ("v2", "scalar", "deep_factorized")):
+        workdir = write_run(tmp_path / "sweep", name, lmbda=0.1, size=1000, conv_decoder=conv_decoder,
+                            evaluation={"accuracy": 0.9, "original_accuracy": 0.96})
+        config = json.loads((workdir / "config.json").read_text())
+        config["entropy_model"] = entropy_model
+        (workdir / "config.json").write_text(json.dumps(config))
+    runs = results.load_runs([str(tmp_path / "sweep")])
+    assert sorted(results.group_by_variant(runs)) == ["base", "entropy_model=laplace", "reparam.conv_decoder=scalar"]
