@@ -13,6 +13,10 @@ the list tests/test_graph_onnx_backend.py holds the implementation to.
 A node test is *supported* when every operator it uses has an implementation; those are run and
 pass or fail; supported tests with string / sequence inputs are counted as skipped. Tests using
 other operators are listed as unsupported. XLA runs with the same fast-compile flags as the CI test.
+
+Float -> integer Cast / CastLike tests whose inputs include out-of-range values (undefined by the
+Cast spec; ONNX's expected values for them come from numpy on the loading machine and differ between
+CPUs) are compared on their in-range elements only; they are listed under "compared_in_range_only".
 """
 
 from __future__ import annotations
@@ -70,6 +74,8 @@ def run(include_light: bool) -> dict:
         "light_counts": conformance.summarize(light),
         "failed": {o.name: o.message for o in supported if o.status == conformance.FAILED},
         "skipped_supported": {o.name: o.message for o in supported if o.status == conformance.SKIPPED},
+        "compared_in_range_only": conformance.cast_test_notes(
+            o.name for o in supported if o.status != conformance.SKIPPED),
         "unsupported_ops_by_tests": dict(missing_ops.most_common()),
         "implemented_ops": supported_ops(),
         "passed": sorted(o.name for o in supported if o.status == conformance.PASSED),
@@ -93,6 +99,11 @@ def markdown_table(results: dict) -> str:
         f"Pass rate on supported node tests: {100 * node['supported_pass_rate']:.1f}% "
         f"(skipped = string or sequence inputs). {node['unsupported']} of {node['total']} node tests use "
         "operators nnlc.graph does not implement.",
+        "",
+        f"{len(results.get('compared_in_range_only', {}))} supported node tests (float -> integer Cast/CastLike) "
+        "are compared only on the elements whose input is in the target type's range: the Cast spec leaves the "
+        "others undefined, "
+        "and ONNX's expected values for them depend on the CPU that generates them.",
         "",
         "Failing supported tests, by op: " + ", ".join(
             f"{op} ({n})" for op, n in collections.Counter(_op_of_test(t) for t in results["failed"]).most_common()),

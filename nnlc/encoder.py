@@ -4,7 +4,9 @@ Every float tensor is quantized uniformly with a step derived from one global qu
 (`quantization.py`) and entropy coded with a table fitted to its values (`coding/symbols.py`).
 Tensors that are not weights (0-d or tiny constants used as exponents, epsilons, clip bounds, shape
 arithmetic, anything holding inf/nan) and tensors the user marks lossless are stored exactly; integer
-initializers are coded losslessly. Learned mode reuses `write_bitstream` with its own symbols.
+initializers are coded losslessly. Float tensors that are already quantized (their values lie exactly
+on a uniform grid, per tensor or per output channel: `grids.py`) are coded exactly as their grid
+indices, whatever the qp. Learned mode reuses `write_bitstream` with its own symbols.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 import numpy as np
 import onnx
 
-from nnlc import onnx_io, quantization
+from nnlc import grids, onnx_io, quantization
 from nnlc.bitstream import UnitType, write_container, write_fields
 from nnlc.coding import symbols as symbol_coding
 from nnlc.decoder import latents
@@ -44,6 +46,7 @@ class CodedTensor:
     latent_decoder: int = 0  # LATENT mode: nnlc.decoder.latents.SCALAR, CHANNEL or DCT
     steps: np.ndarray | None = None  # LATENT mode: float32 steps
     coding_plan: symbol_coding.CodingPlan | None = None  # a given table (else fitted to the symbols)
+    exact: bool = False  # already-quantized tensor coded as its exact grid (decodes bit for bit)
 
 
 @dataclasses.dataclass
@@ -75,9 +78,35 @@ def lossless_reason(record: onnx_io.TensorRecord, lossless_names: Iterable[str] 
     return ""
 
 
+def grid_tensor(record: onnx_io.TensorRecord) -> CodedTensor | None:
+    """The tensor coded exactly as its grid indices (`grids.detect_grid`), when it lies on a grid and
+    that is smaller than storing it raw; None otherwise. Per tensor: mode QUANTIZED with the grid step;
+    per output channel: mode LATENT with the CHANNEL decoder and one step per channel."""
+    grid = grids.detect_grid(record.array)
+    if grid is None:
+        return None
+    symbols = grid.indices.ravel()
+    plan = symbol_coding.plan_coding(symbols)
+    if grid.kind == grids.PER_TENSOR:
+        item = CodedTensor(record, QUANTIZED, np.float32(grid.step), symbols, coding_plan=plan, exact=True)
+        side_bits = 32
+    else:
+        item = CodedTensor(record, LATENT, symbols=symbols, latent_decoder=latents.CHANNEL,
+                           steps=np.asarray(grid.steps, dtype=np.float32), coding_plan=plan, exact=True)
+        side_bits = 32 * grid.steps.size
+    return item if plan.estimated_bits + side_bits < 8 * record.array.nbytes else None
+
+
 def plan_tensors(model: onnx.ModelProto, qp: int | None = None, nonweight_qp: int = -75,
-                 steps: Mapping[str, float] | None = None, lossless_names: Iterable[str] = ()) -> list[CodedTensor]:
-    """Chooses a mode and step for every tensor: `steps` (by name) overrides the qp-derived step."""
+                 steps: Mapping[str, float] | None = None, lossless_names: Iterable[str] = (),
+                 detect_grids: bool = True,
+                 grid_cache: dict[str, CodedTensor | None] | None = None) -> list[CodedTensor]:
+    """Chooses a mode and step for every tensor: `steps` (by name) overrides the qp-derived step.
+
+    With `detect_grids`, float tensors already on an exact uniform grid are coded exactly
+    (`grid_tensor`, `exact=True`) whatever the qp or `steps`; `grid_cache` (by tensor name) keeps
+    the detections between calls on the same model.
+    """
     lossless_names = list(lossless_names)
     steps = dict(steps or {})
     weight_step = quantization.step_from_qp(qp) if qp is not None else None
@@ -93,6 +122,16 @@ def plan_tensors(model: onnx.ModelProto, qp: int | None = None, nonweight_qp: in
         if reason:
             planned.append(CodedTensor(record, RAW, lossless_reason=reason))
             continue
+        if detect_grids:
+            if grid_cache is not None and record.name in grid_cache:
+                exact = grid_cache[record.name]
+            else:
+                exact = grid_tensor(record)
+                if grid_cache is not None:
+                    grid_cache[record.name] = exact
+            if exact is not None:
+                planned.append(exact)
+                continue
         step = steps.get(record.name, weight_step if record.array.ndim >= 2 else bias_step)
         if step is None:
             raise ValueError("give qp or a step for every tensor")
@@ -163,6 +202,8 @@ def _report_row(item: CodedTensor, payload: bytes, fields: dict | None) -> dict:
         error = decoded - record.array.astype(np.float32)
         row["mse"] = float(np.mean(error.astype(np.float64) ** 2))
         row["max_abs_error"] = float(np.max(np.abs(error))) if error.size else 0.0
+        if item.exact:
+            row["grid"] = grids.PER_TENSOR if item.mode == QUANTIZED else grids.PER_CHANNEL
     elif item.lossless_reason:
         row["lossless_reason"] = item.lossless_reason
     return row
@@ -209,11 +250,16 @@ def write_bitstream(model: onnx.ModelProto, planned: list[CodedTensor], carry_to
 
 def compress_model(model: onnx.ModelProto, qp: int | None = -38, bits_per_param: float | None = None,
                    nonweight_qp: int = -75, lossless_names: Iterable[str] = (), carry_topology: bool = True,
-                   progress: Callable[[int, int, str], None] | None = None) -> EncodeResult:
-    """Post-training compression at a qp, or at the finest qp whose size meets `bits_per_param`."""
+                   progress: Callable[[int, int, str], None] | None = None,
+                   detect_grids: bool = True) -> EncodeResult:
+    """Post-training compression at a qp, or at the finest qp whose size meets `bits_per_param`.
+
+    With `detect_grids`, already-quantized tensors are coded exactly (see `plan_tensors`)."""
+    grid_cache: dict[str, CodedTensor | None] = {}
     if bits_per_param is not None:
-        qp = qp_for_bits_per_param(model, bits_per_param, nonweight_qp, lossless_names)
-    planned = plan_tensors(model, qp, nonweight_qp, lossless_names=lossless_names)
+        qp = qp_for_bits_per_param(model, bits_per_param, nonweight_qp, lossless_names, detect_grids, grid_cache)
+    planned = plan_tensors(model, qp, nonweight_qp, lossless_names=lossless_names, detect_grids=detect_grids,
+                           grid_cache=grid_cache)
     producer = f"{PRODUCER} qp={qp} nonweight_qp={nonweight_qp}"
     return write_bitstream(model, planned, carry_topology, producer, progress)
 
@@ -231,15 +277,18 @@ def estimated_bits(planned: list[CodedTensor]) -> float:
 
 
 def qp_for_bits_per_param(model: onnx.ModelProto, bits_per_param: float, nonweight_qp: int = -75,
-                          lossless_names: Iterable[str] = ()) -> int:
+                          lossless_names: Iterable[str] = (), detect_grids: bool = True,
+                          grid_cache: dict[str, CodedTensor | None] | None = None) -> int:
     """Finest integer qp whose estimated size is within `bits_per_param` (float params only)."""
+    grid_cache = {} if grid_cache is None else grid_cache
     if bits_per_param <= 0:
         raise ValueError("bits_per_param must be positive")
     params = sum(r.array.size for r in onnx_io.find_float_tensors(model).values())
     low, high = -96, 32  # coarse enough for any float32 model at the top
     while high - low > 1:
         middle = (low + high) // 2
-        planned = [p for p in plan_tensors(model, middle, nonweight_qp, lossless_names=lossless_names) if p.mode != INTEGER]
+        planned = [p for p in plan_tensors(model, middle, nonweight_qp, lossless_names=lossless_names,
+                                           detect_grids=detect_grids, grid_cache=grid_cache) if p.mode != INTEGER]
         if estimated_bits(planned) / max(1, params) <= bits_per_param:
             high = middle
         else:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
-from nnlc.graph.testing import (FLOAT, assert_matches_onnxruntime, initializer, make_model, random_array,
+from nnlc.graph.testing import (FLOAT, assert_matches_onnxruntime, initializer, make_model, random_array, run_jax,
                                 tensor_info, tiny_attention_model)
 
 INT64 = TensorProto.INT64
@@ -256,3 +256,58 @@ def test_depthwise_and_pointwise_fast_paths(rng, attrs, out_channels, kernel):
                        [initializer("w", random_array(rng, out_channels, in_per_group, *kernel)),
                         initializer("b", random_array(rng, out_channels))])
     assert_matches_onnxruntime(model, {"x": random_array(rng, 2, 4, 7, 6)})
+
+
+# Float -> integer Cast: ONNX's spec leaves out-of-range values undefined ("fixed point: undefined if
+# OOR"); nnlc truncates toward zero and saturates (NaN -> 0) on every machine, for traced inputs and
+# for trace-time (numpy) constants alike. Expected values are written out by hand.
+INF, NAN = float("inf"), float("nan")
+FLOAT_TO_INTEGER_CASES = [
+    # target, opset (2-bit types need 25), inputs, expected outputs
+    (TensorProto.INT4, 21, [0, 2.5, -2.5, 7, 7.9, -8, -8.9, 8, -9, 100, 1e10, INF, -INF, NAN],
+     [0, 2, -2, 7, 7, -8, -8, 7, -8, 7, 7, 7, -8, 0]),
+    (TensorProto.UINT4, 21, [0, 2.5, -0.9, 15, 15.9, 16, -1, 100, INF, -INF, NAN],
+     [0, 2, 0, 15, 15, 15, 0, 15, 15, 0, 0]),
+    (TensorProto.INT2, 25, [0, 1.5, -1.5, 1, -2, 1.9, -2.9, 2, -3, INF, -INF, NAN],
+     [0, 1, -1, 1, -2, 1, -2, 1, -2, 1, -2, 0]),
+    (TensorProto.UINT2, 25, [0, 1.5, 3, 3.9, 4, -1, -0.5, INF, -INF, NAN],
+     [0, 1, 3, 3, 3, 0, 0, 3, 0, 0]),
+    (TensorProto.INT8, 21, [0, 126.9, -128.9, 127, -128, 128, -129, 1e10, INF, -INF, NAN],
+     [0, 126, -128, 127, -128, 127, -128, 127, 127, -128, 0]),
+    (TensorProto.UINT8, 21, [0, 254.9, -0.9, 255, 256, -1, INF, -INF, NAN],
+     [0, 254, 0, 255, 255, 0, 255, 0, 0]),
+    (TensorProto.INT32, 21, [-7.5, 3e9, -3e9, INF, -INF, NAN],
+     [-7, 2147483647, -2147483648, 2147483647, -2147483648, 0]),
+]
+
+
+def _cast_model(to: int, opset: int, size: int, source: int = FLOAT, like: bool = False):
+    if like:
+        node = helper.make_node("CastLike", ["x", "like"], ["y"])
+        inputs = [tensor_info("x", source, [size]), tensor_info("like", to, [1])]
+    else:
+        node = helper.make_node("Cast", ["x"], ["y"], to=to)
+        inputs = [tensor_info("x", source, [size])]
+    return make_model([node], inputs, [tensor_info("y", to, [size])], opset=opset)
+
+
+@pytest.mark.parametrize("static", [False, True], ids=["traced", "numpy-constant"])
+@pytest.mark.parametrize("to, opset, inputs, expected", FLOAT_TO_INTEGER_CASES,
+                         ids=[TensorProto.DataType.Name(case[0]) for case in FLOAT_TO_INTEGER_CASES])
+def test_float_to_integer_cast_truncates_and_saturates(to, opset, inputs, expected, static):
+    x = np.array(inputs, np.float32)
+    y = run_jax(_cast_model(to, opset, x.size), {"x": x}, static=("x",) if static else ())["y"]
+    assert y.dtype == helper.tensor_dtype_to_np_dtype(to)
+    assert y.astype(np.int64).tolist() == expected
+
+
+@pytest.mark.parametrize("static", [False, True], ids=["traced", "numpy-constant"])
+def test_float16_castlike_to_int4_and_uint4(static):
+    x = np.array([0, 7.9, -8.9, 15.9, 16, 65504, -65504, INF, -INF, NAN], np.float16)
+    for to, expected in [(TensorProto.INT4, [0, 7, -8, 7, 7, 7, -8, 7, -8, 0]),
+                         (TensorProto.UINT4, [0, 7, 0, 15, 15, 15, 0, 15, 0, 0])]:
+        like = np.zeros(1, helper.tensor_dtype_to_np_dtype(to))
+        model = _cast_model(to, 21, x.size, source=TensorProto.FLOAT16, like=True)
+        y = run_jax(model, {"x": x, "like": like}, static=("x", "like") if static else ())["y"]
+        assert y.dtype == like.dtype
+        assert y.astype(np.int64).tolist() == expected, TensorProto.DataType.Name(to)

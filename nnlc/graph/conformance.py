@@ -4,6 +4,13 @@ Node tests come from `onnx.backend.test` (generated in memory from the operator 
 in the onnx package); each is compared with ONNX's own `Runner.assert_similar_outputs` at the
 tolerances the suite sets. A test counts as *supported* when every operator it uses is in the
 registry; the others are skipped.
+
+One kind of expected value is not compared: ONNX's Cast spec leaves float -> integer casts of
+out-of-range values (and of NaN / +-inf) undefined, and the suite's expected outputs for them are
+whatever numpy's `astype` gives on the machine that loads the tests (for the 2-/4-bit types it
+differs between machines, x86-64 ones included). In those tests (`cast_test_notes`) only the
+elements whose input truncates to a value of the target type are compared; nnlc's own answer for
+the others is tested in tests/test_graph_ops.py.
 """
 
 from __future__ import annotations
@@ -17,6 +24,8 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 import jax
+import jax.numpy as jnp
+import ml_dtypes
 import numpy as np
 import onnx
 from onnx import numpy_helper
@@ -69,10 +78,77 @@ def light_model_names() -> list[str]:
                   if f.startswith("light_") and f.endswith(".onnx"))
 
 
-def _assert_similar(expected: list[np.ndarray], actual: Iterable[np.ndarray], rtol: float, atol: float) -> None:
+def undefined_cast_elements(model: onnx.ModelProto, inputs: list, outputs: list) -> list[np.ndarray | None]:
+    """Per expected output, True where the ONNX spec leaves its value undefined (None: nowhere).
+
+    Only a model that just casts (Cast / CastLike nodes) a float tensor to an integer tensor of the
+    same shape has such elements: Cast's spec says "Casting from floating point to [...] fixed
+    point: undefined if OOR". An element is defined when its input is finite and its integral part
+    (C's conversion truncates toward zero) lies in the target type's range.
+    """
+    ops = {node.op_type for node in model.graph.node} - {"Constant"}
+    if not ops or not ops <= {"Cast", "CastLike"} or not inputs:
+        return [None] * len(outputs)
+    x = np.asarray(inputs[0])
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        return [None] * len(outputs)
+    masks: list[np.ndarray | None] = []
+    for output in outputs:
+        output = np.asarray(output)
+        if output.shape != x.shape or not jnp.issubdtype(output.dtype, jnp.integer):
+            masks.append(None)
+            continue
+        info = ml_dtypes.iinfo(output.dtype)
+        with np.errstate(invalid="ignore"):
+            whole = np.trunc(x.astype(np.float64))
+            defined = np.isfinite(whole) & (whole >= int(info.min)) & (whole <= int(info.max))
+        masks.append(None if defined.all() else ~defined)
+    return masks
+
+
+def _without(array: Any, undefined: np.ndarray) -> np.ndarray:
+    array = np.array(array, copy=True)
+    array[undefined] = np.zeros((), array.dtype)
+    return array
+
+
+def _assert_similar(expected: list[np.ndarray], actual: Iterable[np.ndarray], rtol: float, atol: float,
+                    undefined: list[np.ndarray | None] | None = None) -> None:
+    """ONNX's comparison, after setting the elements `undefined` marks to 0 in both outputs."""
     from onnx.backend.test.runner import Runner
 
-    Runner.assert_similar_outputs(expected, list(actual), rtol=rtol, atol=atol)
+    expected, actual = list(expected), list(actual)
+    for i, mask in enumerate(undefined or []):
+        if mask is not None and i < len(actual) and np.shape(actual[i]) == mask.shape:
+            expected[i], actual[i] = _without(expected[i], mask), _without(actual[i], mask)
+    Runner.assert_similar_outputs(expected, actual, rtol=rtol, atol=atol)
+
+
+def _undefined_note(masks_per_data_set: list[list[np.ndarray | None]]) -> str:
+    masks = [m for masks in masks_per_data_set for m in masks if m is not None]
+    if not masks:
+        return ""
+    skipped, total = sum(int(m.sum()) for m in masks), sum(m.size for m in masks)
+    return (f"compared {total - skipped} of {total} output elements: the Cast spec leaves float -> integer "
+            "casts of out-of-range, NaN and inf inputs undefined")
+
+
+def cast_test_notes(names: Iterable[str] | None = None) -> dict[str, str]:
+    """The node tests compared on part of their output only (see the module docstring), with why."""
+    notes = {}
+    for name in sorted(node_test_cases()) if names is None else names:
+        case = node_test_cases().get(name)
+        if case is None or unsupported_ops(case.model):
+            continue
+        try:
+            masks = [undefined_cast_elements(case.model, [_as_array(v) for v in inputs],
+                                             [_as_array(v) for v in outputs]) for inputs, outputs in case.data_sets]
+        except Exception:  # noqa: BLE001  (sequence inputs and the like: nothing to note)
+            continue
+        note = _undefined_note(masks)
+        if note:
+            notes[name] = note
+    return notes
 
 
 def _as_array(value: Any) -> Any:
@@ -86,6 +162,7 @@ def run_node_test(name: str) -> Outcome:
     missing = unsupported_ops(case.model)
     if missing:
         return Outcome(name, SKIPPED, 0.0, f"unsupported ops: {', '.join(sorted(missing))}")
+    all_undefined = []
     try:
         prepared = JaxBackend.prepare(case.model)
         for inputs, outputs in case.data_sets:
@@ -95,11 +172,13 @@ def run_node_test(name: str) -> Outcome:
             if any(np.asarray(v).dtype.kind in "OSU" for v in inputs):
                 return Outcome(name, SKIPPED, 0.0, "string tensors (JAX has no string arrays)")
             actual = prepared.run(inputs)
-            _assert_similar([_as_array(v) for v in outputs], actual, case.rtol, case.atol)
+            expected = [_as_array(v) for v in outputs]
+            all_undefined.append(undefined_cast_elements(case.model, inputs, expected))
+            _assert_similar(expected, actual, case.rtol, case.atol, all_undefined[-1])
     except Exception as error:  # noqa: BLE001  (any failure is a failed test, with its message)
         message = f"{type(error).__name__}: {str(error).strip().splitlines()[0] if str(error).strip() else ''}"
         return Outcome(name, FAILED, time.perf_counter() - start, message[:300])
-    return Outcome(name, PASSED, time.perf_counter() - start)
+    return Outcome(name, PASSED, time.perf_counter() - start, _undefined_note(all_undefined))
 
 
 def _light_tolerances(model_name: str) -> tuple[float, float]:
@@ -137,7 +216,8 @@ def run_light_test(model_name: str) -> Outcome:
 
 
 def _node_test_jobs(name: str) -> tuple[list[tuple], Outcome | None]:
-    """(rep, call, weights, traced inputs, expected outputs) per data set, or an outcome that ends the test."""
+    """(rep, call, weights, traced inputs, expected outputs, undefined elements) per data set, or an
+    outcome that ends the test."""
     case = node_test_cases()[name]
     missing = unsupported_ops(case.model)
     if missing:
@@ -149,10 +229,12 @@ def _node_test_jobs(name: str) -> tuple[list[tuple], Outcome | None]:
             return [], Outcome(name, SKIPPED, 0.0, "sequence or optional inputs")
         if any(np.asarray(v).dtype.kind in "OSU" for v in inputs):
             return [], Outcome(name, SKIPPED, 0.0, "string tensors (JAX has no string arrays)")
-        jobs.append((inputs, [_as_array(v) for v in outputs]))
+        expected = [_as_array(v) for v in outputs]
+        jobs.append((inputs, expected, undefined_cast_elements(case.model, inputs, expected)))
     try:
         prepared = JaxBackend.prepare(case.model)
-        return [(prepared, *prepared.split_call(inputs), expected) for inputs, expected in jobs], None
+        return [(prepared, *prepared.split_call(inputs), expected, undefined)
+                for inputs, expected, undefined in jobs], None
     except Exception:  # noqa: BLE001  (reported by the individual run)
         return [], run_node_test(name)
 
@@ -178,19 +260,22 @@ def _run_group(names: list[str]) -> list[Outcome]:
         except Exception:  # noqa: BLE001
             results = None
     failed = set()
-    for index, (name, (prepared, _, _, _, expected)) in enumerate(jobs):
+    undefined_by_test: dict[str, list] = {}
+    for index, (name, (prepared, _, _, _, expected, undefined)) in enumerate(jobs):
+        undefined_by_test.setdefault(name, []).append(undefined)
         if results is None:
             failed.add(name)
             continue
         case = node_test_cases()[name]
         try:
-            _assert_similar(expected, prepared.finish(results[index]), case.rtol, case.atol)
+            _assert_similar(expected, prepared.finish(results[index]), case.rtol, case.atol, undefined)
         except Exception:  # noqa: BLE001
             failed.add(name)
     seconds = (time.perf_counter() - start) / max(len(names), 1)
     for name in names:
         if name not in outcomes:
-            outcomes[name] = run_node_test(name) if name in failed else Outcome(name, PASSED, seconds)
+            outcomes[name] = run_node_test(name) if name in failed else \
+                Outcome(name, PASSED, seconds, _undefined_note(undefined_by_test.get(name, [])))
     return [outcomes[name] for name in names]
 
 

@@ -203,22 +203,45 @@ def clip(ctx: NodeContext, x: Any, low: Any = None, high: Any = None) -> Any:
 
 # --- casts -------------------------------------------------------------------------------------
 
-_SUB_BYTE_INTEGERS = ("int4", "uint4", "int2", "uint2")
+def _float_to_integer(ctx: NodeContext, x: Any, target: np.dtype) -> Any:
+    """Float to any integer type (int2 ... int64, uint2 ... uint64): truncates toward zero, saturates.
+
+    ONNX's Cast spec (onnx/defs/tensor/defs.cc, docs/Operators.md#Cast) says: "Casting from floating
+    point to: [...] fixed point: undefined if OOR (out of range)", and says nothing more (the
+    `saturate` attribute is for float 8 targets only). ONNX's reference implementation is numpy's
+    `astype` (ml_dtypes for the 2-/4-bit types), a C cast: in range it truncates toward zero, out of
+    range (and for NaN / +-inf) it returns whatever the CPU gives, which differs between machines.
+    nnlc picks one defined answer for what the spec leaves undefined, the one XLA's convert already
+    gives for 8- to 64-bit targets: the integral part of x when it fits; otherwise the target's
+    largest (x > max, +inf) or smallest (x < min, -inf) value; 0 for NaN. It is computed explicitly
+    so that the numpy path (trace-time constants) and the jax path agree on every machine.
+    """
+    xp = ctx.xp
+    if ctx.is_numpy:
+        x = np.asarray(x).astype(np.float64)  # exact for every float type, and for 2**64 below
+    else:
+        target = np.dtype(jax.dtypes.canonicalize_dtype(target))  # int64 -> int32 when x64 is off
+    info = ml_dtypes.iinfo(target)
+    truncated = xp.trunc(x)
+    # min is 0 or -2**k and max + 1 is 2**k: exact in x's float type, or +-inf where it has no such value
+    in_range = xp.isfinite(truncated) & (truncated >= float(info.min)) & (truncated < float(int(info.max) + 1))
+    result = cast(ctx, xp.where(in_range, truncated, xp.zeros_like(truncated)), target)
+    largest, smallest = (xp.asarray(np.array(v, target)) for v in (info.max, info.min))
+    result = xp.where(~in_range & (truncated > 0), largest, result)
+    return xp.where(~in_range & (truncated < 0), smallest, result)  # NaN: neither, so 0
 
 
 def _cast_with_saturation(ctx: NodeContext, x: Any, target: np.dtype) -> Any:
-    """Float to 8-bit float saturates to the largest finite value (unless saturate=0); float to
-    4-/2-bit integers rounds half to even and wraps around, as ONNX's reference does."""
+    """Float to 8-/4-bit float saturates to the largest finite value (unless saturate=0), as the spec's
+    table says; float to integer truncates and saturates (`_float_to_integer`)."""
     xp = ctx.xp
-    if np.issubdtype(dtype_of(x), np.floating):
+    if jnp.issubdtype(dtype_of(x), jnp.floating):
         if target.name.startswith(("float8", "float4")):
             if ctx.attr("saturate", 1):
                 largest = float(ml_dtypes.finfo(target).max)
                 x = xp.where(xp.isnan(x), x, xp.clip(x, -largest, largest))
-        elif target.name in _SUB_BYTE_INTEGERS:  # rounds half to even, then wraps around
-            info = ml_dtypes.iinfo(target)
-            span = int(info.max) - int(info.min) + 1
-            x = xp.mod(xp.round(x) - info.min, span) + info.min
+        elif jnp.issubdtype(target, jnp.integer):
+            return _float_to_integer(ctx, x, target)
     return cast(ctx, x, target)
 
 

@@ -1,0 +1,320 @@
+"""The calibrated stage: sensitivities, equal-slope steps, rate-constrained OPTQ, bitstream.
+
+`Calibrator(model, calibration, options)` measures once what every rate point needs:
+1. the original outputs on the optimisation and hold-out feeds;
+2. per tensor, the output distortion when that tensor alone is rounded with a probe step:
+   D_t = a_t * step^2 (the sensitivity a_t) — tensors whose perturbation breaks the outputs (NaN/inf)
+   are kept exact, tensors the calibration inputs never exercise keep the data-free step;
+3. per Conv/Gemm/MatMul/LSTM weight, H = E[x x^T] of its input rows (from the original network's
+   activations, or `hessians="sequential"`: each layer's from the already-compressed layers before it).
+`quantize(lmbda)` then gives every tensor its equal-slope step and integers (OPTQ with the rate term,
+or RDO rounding where no H exists), `fidelity()` checks the hold-out and `encode()` writes the
+bitstream with the existing format (per-tensor QUANTIZED steps; no format change).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import onnx
+
+from nnlc import encoder, onnx_io, quantization
+from nnlc.calibrated import allocation, optq
+from nnlc.calibrated.distortion import Reference, guess_kind
+from nnlc.calibrated.layers import HessianAccumulator, Layer, find_layers
+from nnlc.calibrated.runner import WeightFedSession
+from nnlc.progress import Phase
+
+PRODUCER = "nnlc 0.1 calibrated"
+
+
+@dataclasses.dataclass
+class CalibratedOptions:
+    """Options of the calibrated stage (the CLI's flags map onto these)."""
+
+    kind: str = "auto"  # classifier | embedding | vad | mse | auto
+    method: str = "optq"  # "allocation" (rounding at the allocated steps) or "optq"
+    rate_term: bool = True  # OPTQ / rounding minimise error + lmbda * code length (else plain OPTQ)
+    hessians: str = "original"  # "original" activations, or "sequential" (compressed layers before)
+    sequential_stages: int = 8  # with hessians="sequential": groups of layers re-collected together
+    sensitivity_feeds: int = 8  # optimisation feeds used to measure sensitivities
+    probe_step_fraction: float = 1.0 / 16.0  # probe step = this * rms(tensor)
+    sensitivity: str = "rounding"  # allocate from the "rounding" or the "quantizer" (OPTQ) sensitivity
+    default_qp: int = -38  # data-free step of tensors the calibration inputs do not exercise
+    nonweight_qp: int = -75
+    lossless_names: tuple[str, ...] = ()
+    damping: float = optq.DAMPING
+    act_order: bool = True
+    length_passes: int = 2  # OPTQ passes, each with code lengths refitted to the previous integers
+    threads: int = 2
+    quiet: bool = False
+
+
+@dataclasses.dataclass
+class TensorState:
+    """What the calibrated stage knows and chose for one quantized tensor."""
+
+    name: str
+    role: str
+    params: int
+    sensitivity: float | None = None  # a_t (distortion per step^2) of the quantizer used; None: not allocated
+    rounding_sensitivity: float | None = None  # a_t of plain rounding
+    quantizer_sensitivity: float | None = None  # a_t of OPTQ (layers with a Hessian)
+    probe_error: float | None = None  # tr(dW H dW^T) of the probe (||dW||^2 without H)
+    status: str = "allocated"  # allocated | not exercised | breaks when perturbed | not fed
+    qp: int | None = None
+    step: float | None = None
+    symbols: np.ndarray | None = None
+
+
+@dataclasses.dataclass
+class Point:
+    """One rate point: lmbda, estimated bits, hold-out fidelity and the integers behind it."""
+
+    lmbda: float
+    bits: float
+    fidelity: dict[str, Any]
+    steps: dict[str, float]
+    symbols: dict[str, np.ndarray]
+    seconds: float
+
+
+class Calibrator:
+    """Measures sensitivities and Hessians once; `quantize(lmbda)` makes a rate point."""
+
+    def __init__(self, model: onnx.ModelProto, calibration, options: CalibratedOptions = CalibratedOptions()):
+        self.options = options
+        self.model = model
+        self.calibration = calibration
+        self.kind = guess_kind(model) if options.kind == "auto" else options.kind
+        start = time.perf_counter()
+        self.plan = encoder.plan_tensors(model, options.default_qp, options.nonweight_qp,
+                                         lossless_names=options.lossless_names)
+        candidates = [item for item in self.plan if item.mode == encoder.QUANTIZED
+                      and not getattr(item, "exact", False)]
+        self.layers, tapped_model = find_layers(model)
+        taps = sorted({tap for layer in self.layers.values() for tap in layer.taps if tap})
+        feed_names = {name for feeds in calibration.optimise[:1] for name in feeds}
+        taps = [tap for tap in taps if tap not in feed_names]
+        self.session = WeightFedSession(tapped_model, [item.record.name for item in candidates], taps,
+                                        threads=options.threads)
+        self.records = {item.record.name: item.record for item in self.plan}
+        self.tensors: dict[str, TensorState] = {}
+        for item in candidates:
+            state = TensorState(item.record.name, item.record.role, int(item.record.array.size))
+            if item.record.name not in self.session.fed:
+                state.status = "not fed"  # cannot be varied in onnxruntime: keeps the data-free step
+            self.tensors[state.name] = state
+        self.layers = {name: layer for name, layer in self.layers.items() if name in self.session.fed}
+        self.optimise_feeds = list(calibration.optimise)
+        self.holdout_feeds = list(calibration.holdout)
+        self.sensitivity_feeds = self.optimise_feeds[:max(1, options.sensitivity_feeds)]
+        self.reference_holdout = Reference(self.kind, self.holdout_feeds, self.session.run_all(self.holdout_feeds))
+        self.reference_probe = Reference(self.kind, self.sensitivity_feeds, self.session.run_all(self.sensitivity_feeds))
+        self.hessians: dict[str, np.ndarray] = {}
+        self._probes: dict[str, tuple[np.ndarray, float]] = {}
+        if options.method == "optq" and options.hessians == "original":
+            self.hessians = self._collect_hessians(list(self.layers.values()), {})
+        self._measure_sensitivities()
+        self.setup_seconds = time.perf_counter() - start
+
+    # -- measurements -------------------------------------------------------------------------------
+
+    def _collect_hessians(self, layers: list[Layer], weights: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        accumulators = {layer.name: HessianAccumulator(layer) for layer in layers}
+        taps = sorted({tap for layer in layers for tap in layer.taps if tap and tap in self.session.taps})
+        with Phase("activations", len(self.optimise_feeds), self.options.quiet) as phase:
+            for feeds in self.optimise_feeds:
+                values = dict(zip(taps, self.session.run(feeds, weights, taps), strict=True))
+                values.update(feeds)
+                for accumulator in accumulators.values():
+                    accumulator.add(values)
+                phase.step()
+        return {name: acc.mean() for name, acc in accumulators.items() if acc.count}
+
+    def _probe(self, name: str) -> tuple[np.ndarray, float]:
+        """The tensor rounded with its probe step (rms * probe_step_fraction), and that step."""
+        if name in self._probes:
+            return self._probes[name]
+        array = self.records[name].array.astype(np.float32)
+        rms = float(np.sqrt(np.mean(np.square(array, dtype=np.float64))))
+        step = quantization.usable_step(array, max(rms * self.options.probe_step_fraction, 1e-30))
+        probe = quantization.dequantize(quantization.quantize(array, step), step).reshape(array.shape)
+        self._probes[name] = (probe, float(step))
+        return self._probes[name]
+
+    def _measure_sensitivities(self) -> None:
+        measured = [state for state in self.tensors.values() if state.status != "not fed"]
+        with Phase("sensitivities", len(measured), self.options.quiet) as phase:
+            for state in measured:
+                probe, step = self._probe(state.name)
+                outputs = self.session.run_all(self.sensitivity_feeds, {state.name: probe})
+                distortion = self.reference_probe.distortion(outputs)
+                original = self.records[state.name].array.astype(np.float64)
+                layer = self.layers.get(state.name)
+                hessian = self.hessians.get(state.name)
+                if layer is not None and hessian is not None:
+                    state.probe_error = optq.layer_error(layer.to_matrices(original), layer.to_matrices(probe), hessian)
+                else:
+                    state.probe_error = float(np.sum((probe - original) ** 2))
+                if not math.isfinite(distortion):
+                    state.status = "breaks when perturbed"
+                elif distortion <= 1e-14 or state.probe_error <= 0:
+                    state.status = "not exercised"
+                else:
+                    state.rounding_sensitivity = distortion / step ** 2
+                    state.sensitivity = state.rounding_sensitivity
+                    if layer is not None and hessian is not None and self.options.sensitivity == "quantizer":
+                        # OPTQ shapes the error away from the input's strong directions: the tensor's
+                        # sensitivity is that of the quantizer that will be used, at the probe step
+                        integers = optq.quantize_layer(layer.to_matrices(original), step, hessian,
+                                                       act_order=self.options.act_order, damping=self.options.damping)
+                        compensated = quantization.dequantize(layer.from_matrices(integers), np.float32(step))
+                        compensated = compensated.reshape(original.shape)
+                        optq_distortion = self.reference_probe.distortion(
+                            self.session.run_all(self.sensitivity_feeds, {state.name: compensated}))
+                        if math.isfinite(optq_distortion) and optq_distortion > 1e-14:
+                            state.quantizer_sensitivity = optq_distortion / step ** 2
+                    if self.options.sensitivity == "quantizer" and state.quantizer_sensitivity is not None:
+                        state.sensitivity = state.quantizer_sensitivity
+                phase.step(state.name)
+
+    # -- rate points --------------------------------------------------------------------------------
+
+    @property
+    def allocated(self) -> list[TensorState]:
+        return [state for state in self.tensors.values() if state.sensitivity is not None]
+
+    def steps(self, lmbda: float) -> dict[str, tuple[int, float]]:
+        allocated = self.allocated
+        max_steps = {s.name: 4.0 * float(np.max(np.abs(self.records[s.name].array))) + 1e-30 for s in allocated}
+        return allocation.steps_for(lmbda, {s.name: s.params for s in allocated},
+                                    {s.name: s.sensitivity for s in allocated}, max_steps)
+
+    def _distortion_weight(self, state: TensorState, hessian: np.ndarray | None) -> float:
+        """Model distortion per unit of layer error tr(dW H dW^T) (||dW||^2 without H), from the probe."""
+        probe, step = self._probe(state.name)
+        original = self.records[state.name].array.astype(np.float64)
+        layer = self.layers.get(state.name)
+        if layer is not None and hessian is not None:
+            error = optq.layer_error(layer.to_matrices(original), layer.to_matrices(probe), hessian)
+        else:
+            error = float(np.sum((probe - original) ** 2))
+        return state.rounding_sensitivity * step ** 2 / max(error, 1e-300)
+
+    def _quantize_tensor(self, state: TensorState, step32: np.float32, lmbda: float,
+                         hessian: np.ndarray | None) -> np.ndarray:
+        values = self.records[state.name].array.astype(np.float64)
+        layer = self.layers.get(state.name)
+        use_optq = self.options.method == "optq"
+        rate = lmbda if (use_optq and self.options.rate_term) else 0.0
+        if layer is None or not use_optq:
+            hessian = None
+        weight = self._distortion_weight(state, hessian) if rate > 0 else 1.0
+        if hessian is not None:
+            matrices = layer.to_matrices(values)
+            integers = optq.quantize_layer(matrices, float(step32), hessian, act_order=self.options.act_order,
+                                           damping=self.options.damping)
+            for _ in range(self.options.length_passes if rate > 0 else 0):
+                lengths = optq.code_lengths_for(integers)
+                integers = optq.quantize_layer(matrices, float(step32), hessian, rate, weight, lengths,
+                                               self.options.act_order, self.options.damping)
+            return layer.from_matrices(integers).astype(np.int64)
+        integers = quantization.quantize(values, step32)
+        for _ in range(self.options.length_passes if rate > 0 else 0):  # RDO rounding: H = I
+            lengths = optq.code_lengths_for(integers)
+            integers = optq.quantize_layer(values.reshape(1, 1, -1), float(step32), None, rate, weight,
+                                           lengths).reshape(values.shape)
+        return integers
+
+    def quantize(self, lmbda: float, phase_label: str | None = None) -> Point:
+        """Steps and integers of every allocated tensor at `lmbda`, with estimated bits and hold-out fidelity."""
+        start = time.perf_counter()
+        chosen = self.steps(lmbda)
+        steps: dict[str, float] = {}
+        symbols: dict[str, np.ndarray] = {}
+        decoded: dict[str, np.ndarray] = {}
+        order = sorted(self.allocated, key=lambda s: (self.layers[s.name].order if s.name in self.layers else -1))
+        sequential = self.options.method == "optq" and self.options.hessians == "sequential"
+        stages = np.array_split(np.arange(len(order)), max(1, self.options.sequential_stages)) if sequential \
+            else [np.arange(len(order))]
+        with Phase(phase_label or f"tensors (lmbda {lmbda:.3g})", len(order), self.options.quiet) as phase:
+            for stage in stages:
+                members = [order[i] for i in stage]
+                hessians = self.hessians
+                if sequential:
+                    layers = [self.layers[s.name] for s in members if s.name in self.layers]
+                    hessians = self._collect_hessians(layers, decoded) if layers else {}
+                for state in members:
+                    record = self.records[state.name]
+                    step32 = quantization.usable_step(record.array.astype(np.float32), chosen[state.name][1])
+                    integers = self._quantize_tensor(state, step32, lmbda, hessians.get(state.name))
+                    steps[state.name] = float(step32)
+                    symbols[state.name] = integers.reshape(record.array.shape)
+                    decoded[state.name] = quantization.dequantize(integers, step32).reshape(record.array.shape)
+                    phase.step(state.name)
+        outputs = self.session.run_all(self.holdout_feeds, decoded)
+        metrics = self.reference_holdout.fidelity(outputs)
+        bits = self.estimated_bits(symbols)
+        return Point(lmbda, bits, metrics, steps, symbols, time.perf_counter() - start)
+
+    def planned(self, point: Point) -> list[encoder.CodedTensor]:
+        """The encoder's plan with the point's steps and integers in place of the data-free ones."""
+        planned = []
+        for item in self.plan:
+            name = item.record.name
+            state = self.tensors.get(name)
+            if state is not None and state.status == "breaks when perturbed":
+                item = encoder.CodedTensor(item.record, encoder.RAW, lossless_reason="breaks the model when perturbed")
+            elif name in point.symbols:
+                item = encoder.CodedTensor(item.record, encoder.QUANTIZED, np.float32(point.steps[name]),
+                                           np.asarray(point.symbols[name], np.int64).ravel())
+            planned.append(item)
+        return planned
+
+    def estimated_bits(self, symbols: Mapping[str, np.ndarray]) -> float:
+        """Estimated size in bits of every tensor at these integers (others as the data-free plan)."""
+        total = 0.0
+        for item in self.plan:
+            name = item.record.name
+            if name in symbols:
+                total += optq_plan_bits(symbols[name])
+            elif self.tensors.get(name) is not None and self.tensors[name].status == "breaks when perturbed":
+                total += 8 * item.record.array.nbytes
+            elif item.mode == encoder.RAW:
+                total += 8 * item.record.array.nbytes
+            else:
+                item.coding_plan = item.coding_plan or _plan(item.symbols)
+                total += item.coding_plan.estimated_bits
+        return total
+
+    def encode(self, point: Point, carry_topology: bool = True, progress=None) -> encoder.EncodeResult:
+        """The bitstream of a rate point, with per-tensor report rows (sensitivity, qp, share of bits)."""
+        producer = f"{PRODUCER} kind={self.kind} method={self.options.method} lmbda={point.lmbda:.6g}"
+        result = encoder.write_bitstream(self.model, self.planned(point), carry_topology, producer, progress)
+        total = max(1, sum(row["bytes"] for row in result.rows))
+        for row in result.rows:
+            state = self.tensors.get(row["name"])
+            row["share"] = row["bytes"] / total
+            if state is not None:
+                row["sensitivity"] = state.sensitivity
+                row["calibration"] = state.status
+                if row["name"] in point.steps:
+                    row["qp"] = allocation.snap_to_qp(point.steps[row["name"]])[0]
+                    row["slope"] = allocation.slope(point.steps[row["name"]], state.params, state.sensitivity)
+        return result
+
+
+def _plan(symbols: np.ndarray):
+    from nnlc.coding import symbols as symbol_coding
+
+    return symbol_coding.plan_coding(np.asarray(symbols, np.int64).ravel())
+
+
+def optq_plan_bits(symbols: np.ndarray) -> float:
+    return _plan(symbols).estimated_bits

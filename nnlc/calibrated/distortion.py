@@ -1,0 +1,107 @@
+"""Output distortions by model kind (what the optimiser minimises) and hold-out fidelity checks.
+
+Distortions are smooth and quadratic near the original, so that a tensor's effect grows as a * step^2:
+- classifier: mean KL(original || reconstructed) of the softmax over the last axis of output 0;
+- embedding: mean (1 - cosine) of mask-mean-pooled output-0 embeddings (sentence-transformers style);
+- vad: mean squared difference of output 0 (speech probabilities);
+- mse: squared error of every float output over the original's energy (normalised MSE).
+Fidelity on the hold-out uses the metrics of `nnlc.fidelity` for the kind (same thresholds as the
+benchmarks, DESIGN §6); `mse` is transparent at a normalised MSE <= 1e-4 (40 dB).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from nnlc import fidelity
+
+KINDS = ("classifier", "embedding", "vad", "mse")
+MSE_TRANSPARENT = 1e-4
+
+
+def guess_kind(model) -> str:
+    """classifier / embedding / vad from the graph's inputs (`nnlc.fidelity`), else mse."""
+    try:
+        kind = fidelity.guess_model_kind(model)
+    except ValueError:
+        return "mse"
+    return "vad" if kind.startswith("vad") else kind
+
+
+def _embeddings(output: np.ndarray, feeds: Mapping[str, np.ndarray]) -> np.ndarray:
+    hidden = np.asarray(output, np.float64)
+    if hidden.ndim == 3:
+        mask = feeds.get("attention_mask")
+        mask = np.ones(hidden.shape[:2]) if mask is None else np.asarray(mask, np.float64)
+        hidden = (hidden * mask[..., None]).sum(axis=1) / np.maximum(mask.sum(axis=1, keepdims=True), 1.0)
+    hidden = hidden.reshape(len(hidden), -1)
+    norms = np.linalg.norm(hidden, axis=1, keepdims=True)
+    return hidden / np.where(norms > 0, norms, 1.0)
+
+
+class Reference:
+    """The original network's outputs on a list of feeds, and distortions of other outputs against them."""
+
+    def __init__(self, kind: str, feeds: Sequence[Mapping[str, np.ndarray]], outputs: Sequence[Sequence[np.ndarray]]):
+        if kind not in KINDS:
+            raise ValueError(f"unknown model kind {kind!r}: one of {', '.join(KINDS)}")
+        self.kind, self.feeds = kind, list(feeds)
+        self.summaries = [self._summary(f, o) for f, o in zip(self.feeds, outputs, strict=True)]
+        if kind == "mse":
+            self.energy = sum(float(sum(np.sum(np.square(np.asarray(x, np.float64))) for x in s)) for s in self.summaries)
+
+    def _summary(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[np.ndarray]) -> Any:
+        if self.kind == "classifier":
+            logits = np.asarray(outputs[0], np.float64)
+            return logits.reshape(-1, logits.shape[-1])
+        if self.kind == "embedding":
+            return _embeddings(outputs[0], feeds)
+        if self.kind == "vad":
+            return np.asarray(outputs[0], np.float64).ravel()
+        return [np.asarray(x, np.float64) for x in outputs if np.asarray(x).dtype.kind == "f"]
+
+    def distortion(self, outputs: Sequence[Sequence[np.ndarray]]) -> float:
+        """The kind's distortion of `outputs` (one entry per feed) against the original's; inf if not finite."""
+        total, count = 0.0, 0
+        for feeds, reference, output in zip(self.feeds, self.summaries, outputs, strict=True):
+            summary = self._summary(feeds, output)
+            if self.kind == "classifier":
+                log_p = reference - _logsumexp(reference)
+                log_q = summary - _logsumexp(summary)
+                values = (np.exp(log_p) * (log_p - log_q)).sum(axis=1)
+            elif self.kind == "embedding":
+                values = 1.0 - (reference * summary).sum(axis=1)
+            elif self.kind == "vad":
+                values = (reference - summary) ** 2
+            else:
+                values = np.array([sum(float(np.sum((a - b) ** 2)) for a, b in zip(reference, summary, strict=True))])
+            total += float(np.sum(values))
+            count += values.size
+        if self.kind == "mse":
+            return total / max(self.energy, 1e-300) if np.isfinite(total) else float("inf")
+        mean = total / max(1, count)
+        return mean if np.isfinite(mean) else float("inf")
+
+    def fidelity(self, outputs: Sequence[Sequence[np.ndarray]]) -> dict[str, Any]:
+        """The benchmark metrics of the kind (nnlc.fidelity), with `transparent` and `distortion`."""
+        summaries = [self._summary(f, o) for f, o in zip(self.feeds, outputs, strict=True)]
+        if self.kind == "classifier":
+            metrics = fidelity.classifier_metrics(np.concatenate(self.summaries), np.concatenate(summaries))
+        elif self.kind == "embedding":
+            metrics = fidelity.embedding_metrics(np.concatenate(self.summaries), np.concatenate(summaries))
+        elif self.kind == "vad":
+            metrics = fidelity.vad_metrics(np.concatenate(self.summaries), np.concatenate(summaries))
+        else:
+            nmse = self.distortion(outputs)
+            metrics = {"nmse": nmse, "finite": bool(np.isfinite(nmse)),
+                       "transparent": bool(np.isfinite(nmse) and nmse <= MSE_TRANSPARENT)}
+        metrics["distortion"] = self.distortion(outputs)
+        return metrics
+
+
+def _logsumexp(x: np.ndarray) -> np.ndarray:
+    top = x.max(axis=1, keepdims=True)
+    return top + np.log(np.exp(x - top).sum(axis=1, keepdims=True))
