@@ -1,6 +1,9 @@
 """`nnlc` command line: compress, decompress and inspect.
 
   nnlc compress IN.onnx -o OUT.nnlc [--qp=-38 | --bits_per_param=6] [--no_topology] [--lossless=NAME,...]
+  nnlc compress IN.onnx -o OUT.nnlc --calibrate=SOURCE [--eval=classifier|embedding|vad|mse]
+        [--target=transparent | --target=kl<=0.005 | --lmbda=X] [--method=optq|allocation]
+  nnlc analyze IN.onnx --calibrate=SOURCE -o DIR [--target=... | --lmbda=X]
   nnlc decompress IN.nnlc -o OUT.onnx [--structure=ORIG.onnx] [--quantized] [--external_data] [--max_...=N]
   nnlc inspect IN.nnlc [--json] [--max_...=N]
 
@@ -37,9 +40,33 @@ for _field in dataclasses.fields(Limits):
     flags.DEFINE_integer(_field.name, _field.default,
                          f"decompress, inspect: {LIMIT_HELP.get(_field.name, _field.name)}.")
 flags.DEFINE_bool("quiet", False, "No progress output.")
+# calibrated mode (nnlc.calibrated, nnlc.calibration)
+flags.DEFINE_string("calibrate", None, "Calibration inputs: PATH.npz, a folder of images or wavs, PATH.txt (with "
+                    "--tokenizer), package.module:function, or a built-in source: images, audio, text, gaussian.")
+flags.DEFINE_enum("eval", "auto", ["auto", "classifier", "embedding", "vad", "mse"],
+                  "Distortion and fidelity metrics of the model's kind (auto: from the graph's inputs).")
+flags.DEFINE_string("target", None, "Fidelity on the hold-out calibration split: 'transparent' (default with "
+                    "--calibrate and no --lmbda), or bounds such as 'kl<=0.005', 'cosine>=0.999', joined by commas.")
+flags.DEFINE_float("lmbda", None, "One rate point: distortion per bit of the equal-slope allocation.")
+flags.DEFINE_enum("method", "optq", ["optq", "allocation"], "Calibrated quantizer: OPTQ error compensation at the "
+                  "allocated steps, or rounding at the allocated steps.")
+flags.DEFINE_bool("rate_term", False, "OPTQ minimises error + lambda * code length (else error only).")
+flags.DEFINE_enum("hessians", "original", ["original", "sequential"], "Layer Hessians from the original "
+                  "network's activations, or from the already-compressed layers before each layer.")
+flags.DEFINE_integer("samples", 256, "Calibration samples (before the hold-out split).")
+flags.DEFINE_float("holdout_fraction", 0.25, "Share of the calibration samples kept to check fidelity.")
+flags.DEFINE_integer("seed", 0, "Seed of the calibration crops, frames and split.")
+flags.DEFINE_integer("image_size", None, "Image side in pixels (default: the input's fixed size, else 224).")
+flags.DEFINE_list("image_mean", None, "Per-channel mean on pixels in [0, 1] (default ImageNet's).")
+flags.DEFINE_list("image_std", None, "Per-channel std on pixels in [0, 1] (default ImageNet's).")
+flags.DEFINE_enum("layout", None, ["nchw", "nhwc"], "Image layout (default: from the input's channel dim).")
+flags.DEFINE_integer("sample_rate", None, "Audio sample rate in Hz (default 16000).")
+flags.DEFINE_string("tokenizer", None, "tokenizer.json (Hugging Face tokenizers) or WordPiece vocab.txt for text.")
+flags.DEFINE_integer("max_length", 128, "Text: tokens per sentence at most.")
+flags.DEFINE_integer("threads", 2, "onnxruntime threads of the calibrated mode.")
 
-COMMANDS = ("compress", "decompress", "inspect")
-USAGE = "usage: nnlc {compress,decompress,inspect} INPUT [-o OUTPUT] [flags]; see nnlc --helpfull"
+COMMANDS = ("compress", "decompress", "inspect", "analyze")
+USAGE = "usage: nnlc {compress,decompress,inspect,analyze} INPUT [-o OUTPUT] [flags]; see nnlc --helpfull"
 
 
 def _need_output() -> str:
@@ -65,11 +92,93 @@ def _progress(label: str):
     return every_tenth
 
 
+def _floats(values: list[str] | None, flag: str) -> tuple[float, ...] | None:
+    if values is None:
+        return None
+    try:
+        return tuple(float(v) for v in values)
+    except ValueError:
+        raise NnlcError(f"--{flag}: comma-separated numbers expected, got {','.join(values)!r}") from None
+
+
+def calibration_options():
+    from nnlc.calibration import CalibrationOptions
+
+    return CalibrationOptions(samples=FLAGS.samples, holdout_fraction=FLAGS.holdout_fraction, seed=FLAGS.seed,
+                              image_size=FLAGS.image_size, image_mean=_floats(FLAGS.image_mean, "image_mean"),
+                              image_std=_floats(FLAGS.image_std, "image_std"), layout=FLAGS.layout,
+                              sample_rate=FLAGS.sample_rate, tokenizer=FLAGS.tokenizer, max_length=FLAGS.max_length)
+
+
+def calibrated_options():
+    from nnlc.calibrated.compress import CalibratedOptions
+
+    return CalibratedOptions(kind=FLAGS.eval, method=FLAGS.method, rate_term=FLAGS.rate_term, hessians=FLAGS.hessians,
+                             nonweight_qp=FLAGS.nonweight_qp, lossless_names=tuple(FLAGS.lossless),
+                             threads=FLAGS.threads, quiet=FLAGS.quiet)
+
+
+def _peak_memory_mib() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+
+
+def _run_calibrated(input_path: str):
+    from nnlc import onnx_io
+    from nnlc.calibrated.api import compress_calibrated
+
+    if FLAGS.qp is not None or FLAGS.bits_per_param is not None:
+        raise NnlcError("--qp / --bits_per_param are the data-free mode: with --calibrate give --target or --lmbda")
+    model = onnx_io.load_model(input_path)
+    return compress_calibrated(model, FLAGS.calibrate, calibration_options(), calibrated_options(),
+                               target=FLAGS.target, lmbda=FLAGS.lmbda, carry_topology=not FLAGS.no_topology)
+
+
+def _print_calibrated(input_path: str, destination: str, result, seconds: float) -> None:
+    summary = result.summary()
+    fidelity = result.point.fidelity
+    shown = (result.target.summary(fidelity) if result.target is not None else
+             ", ".join(f"{k} {v:.4g}" for k, v in fidelity.items() if isinstance(v, float)))
+    params = sum(row["params"] for row in result.rows if row["mode"] != "integer")
+    original = sum(row["params"] * 4 for row in result.rows if row["mode"] != "integer")
+    print(f"{input_path}: calibrated on {summary['calibration']['optimise_samples']} samples "
+          f"({summary['calibration']['holdout_samples']} held out), lmbda {result.point.lmbda:.4g}")
+    print(f"hold-out fidelity: {shown}, transparent={fidelity.get('transparent')}")
+    print(f"-> {destination}: {result.encoded.total_bytes} bytes ({100 * result.encoded.total_bytes / max(1, original):.1f}% "
+          f"of float32, {8 * result.encoded.total_bytes / max(1, params):.3f} bits/param) in {seconds:.1f} s, "
+          f"peak memory {_peak_memory_mib():.0f} MiB")
+
+
+def analyze(input_path: str) -> None:
+    from nnlc.calibrated.analysis import write_analysis
+
+    output = _need_output()
+    if not FLAGS.calibrate:
+        raise NnlcError("analyze needs --calibrate=SOURCE")
+    start = time.perf_counter()
+    result = _run_calibrated(input_path)
+    written = write_analysis(output, result.rows, result.summary())
+    _print_calibrated(input_path, output, result, time.perf_counter() - start)
+    print("wrote " + ", ".join(written))
+
+
 def compress(input_path: str) -> None:
     from nnlc import encoder, onnx_io
     from nnlc.decoder.files import atomic_write
 
     output = _need_output()
+    if FLAGS.calibrate:
+        start = time.perf_counter()
+        result = _run_calibrated(input_path)
+        atomic_write(output, result.bitstream)
+        if FLAGS.report:
+            atomic_write(FLAGS.report, json.dumps({**result.summary(), "tensors": result.rows}, indent=1,
+                                                  default=float).encode())
+        _print_calibrated(input_path, output, result, time.perf_counter() - start)
+        return
+    if FLAGS.target is not None or FLAGS.lmbda is not None:
+        raise NnlcError("--target and --lmbda need calibration inputs: add --calibrate=SOURCE")
     if FLAGS.qp is not None and FLAGS.bits_per_param is not None:
         raise NnlcError("give --qp or --bits_per_param, not both")
     start = time.perf_counter()
@@ -133,7 +242,7 @@ def main(argv: list[str]) -> None:
         sys.exit(2)
     command, input_path = argv[1], argv[2]
     try:
-        {"compress": compress, "decompress": decompress, "inspect": inspect}[command](input_path)
+        {"compress": compress, "decompress": decompress, "inspect": inspect, "analyze": analyze}[command](input_path)
     except NnlcError as error:
         print(f"nnlc {command}: error: {error}", file=sys.stderr)
         sys.exit(1)

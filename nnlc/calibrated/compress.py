@@ -39,7 +39,9 @@ class CalibratedOptions:
 
     kind: str = "auto"  # classifier | embedding | vad | mse | auto
     method: str = "optq"  # "allocation" (rounding at the allocated steps) or "optq"
-    rate_term: bool = True  # OPTQ / rounding minimise error + lmbda * code length (else plain OPTQ)
+    # OPTQ / rounding minimise error + lmbda * code length; off by default: on mobilenet_v2 it cost more
+    # fidelity than the bytes it saved (see the closing note of issue 11 and docs/calibrated_mode.md)
+    rate_term: bool = False
     hessians: str = "original"  # "original" activations, or "sequential" (compressed layers before)
     sequential_stages: int = 8  # with hessians="sequential": groups of layers re-collected together
     sensitivity_feeds: int = 8  # optimisation feeds used to measure sensitivities
@@ -130,7 +132,7 @@ class Calibrator:
         taps = sorted({tap for layer in layers for tap in layer.taps if tap and tap in self.session.taps})
         with Phase("activations", len(self.optimise_feeds), self.options.quiet) as phase:
             for feeds in self.optimise_feeds:
-                values = dict(zip(taps, self.session.run(feeds, weights, taps), strict=True))
+                values = dict(zip(taps, self.session.run(feeds, weights, taps), strict=True)) if taps else {}
                 values.update(feeds)
                 for accumulator in accumulators.values():
                     accumulator.add(values)
@@ -243,7 +245,8 @@ class Calibrator:
         sequential = self.options.method == "optq" and self.options.hessians == "sequential"
         stages = np.array_split(np.arange(len(order)), max(1, self.options.sequential_stages)) if sequential \
             else [np.arange(len(order))]
-        with Phase(phase_label or f"tensors (lmbda {lmbda:.3g})", len(order), self.options.quiet) as phase:
+        with Phase(phase_label or f"tensors (lmbda {lmbda:.3g})", len(order), self.options.quiet,
+                   lazy=True) as phase:
             for stage in stages:
                 members = [order[i] for i in stage]
                 hessians = self.hessians
