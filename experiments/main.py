@@ -4,6 +4,8 @@
         --config.lmbda=0.02
 
 Re-running a finished workdir does nothing; an interrupted one resumes from its last checkpoint.
+Configs with `stages = "calibrated"` (experiments/configs/*_calibrated.py) run the calibrated stage
+(nnlc.calibrated: equal-slope steps + OPTQ from calibration inputs, minutes on a CPU) instead.
 """
 
 from __future__ import annotations
@@ -24,13 +26,18 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv: list[str]) -> None:
     del argv
     logging.set_verbosity(logging.WARNING)  # orbax logs every checkpoint step at INFO
-    from nnlc.training.loop import train_and_evaluate
-
     result_path = os.path.join(FLAGS.workdir, "result.json")
     if os.path.exists(result_path):
         print(f"{FLAGS.workdir} is finished: {result_path}")
         return
-    result = train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    if FLAGS.config.get("stages", "end_to_end") == "calibrated":
+        from nnlc.calibrated.experiment import run_calibrated
+
+        result = run_calibrated(FLAGS.config, FLAGS.workdir)
+    else:
+        from nnlc.training.loop import train_and_evaluate
+
+        result = train_and_evaluate(FLAGS.config, FLAGS.workdir)
     print(json.dumps({k: v for k, v in result.items() if not isinstance(v, dict)}, indent=1, default=float))
 
 

@@ -38,7 +38,9 @@ class CalibratedOptions:
     """Options of the calibrated stage (the CLI's flags map onto these)."""
 
     kind: str = "auto"  # classifier | embedding | vad | mse | auto
-    method: str = "optq"  # "allocation" (rounding at the allocated steps) or "optq"
+    # "optq" (error compensation at the allocated steps), "allocation" (rounding at the allocated
+    # steps) or "global" (rounding at one step for every tensor: the ablation baseline)
+    method: str = "optq"
     # OPTQ / rounding minimise error + lmbda * code length; off by default: on mobilenet_v2 it cost more
     # fidelity than the bytes it saved (see the closing note of issue 11 and docs/calibrated_mode.md)
     rate_term: bool = False
@@ -116,14 +118,33 @@ class Calibrator:
         self.optimise_feeds = list(calibration.optimise)
         self.holdout_feeds = list(calibration.holdout)
         self.sensitivity_feeds = self.optimise_feeds[:max(1, options.sensitivity_feeds)]
-        self.reference_holdout = Reference(self.kind, self.holdout_feeds, self.session.run_all(self.holdout_feeds))
-        self.reference_probe = Reference(self.kind, self.sensitivity_feeds, self.session.run_all(self.sensitivity_feeds))
+        # stateful networks are checked running free over whole hold-out clips, as in use (and as the
+        # benchmarks measure them): teacher-forced frames would hide the error fed back through the state
+        self.holdout_streams = list(getattr(calibration, "holdout_streams", None) or [])
+        holdout_inputs = [{} for _ in self.holdout_streams] if self.holdout_streams else self.holdout_feeds
+        self.reference_holdout = Reference(self.kind, holdout_inputs, self.holdout_outputs({}))
+        # their sensitivities too: an error in a recurrent weight grows through the fed-back state
+        self.probe_streams = list(getattr(calibration, "optimise_streams", None) or []) if self.holdout_streams else []
+        probe_inputs = [{} for _ in self.probe_streams] if self.probe_streams else self.sensitivity_feeds
+        self.reference_probe = Reference(self.kind, probe_inputs, self.probe_outputs({}))
         self.hessians: dict[str, np.ndarray] = {}
         self._probes: dict[str, tuple[np.ndarray, float]] = {}
         if options.method == "optq" and options.hessians == "original":
             self.hessians = self._collect_hessians(list(self.layers.values()), {})
         self._measure_sensitivities()
         self.setup_seconds = time.perf_counter() - start
+
+    def holdout_outputs(self, weights: Mapping[str, np.ndarray]) -> list[list[np.ndarray]]:
+        """The network's outputs on the hold-out (free-running streams for stateful networks)."""
+        if self.holdout_streams:
+            return [self.session.run_stream(stream, weights) for stream in self.holdout_streams]
+        return self.session.run_all(self.holdout_feeds, weights)
+
+    def probe_outputs(self, weights: Mapping[str, np.ndarray]) -> list[list[np.ndarray]]:
+        """The network's outputs on the sensitivity feeds (free-running optimisation clips when stateful)."""
+        if self.probe_streams:
+            return [self.session.run_stream(stream, weights) for stream in self.probe_streams]
+        return self.session.run_all(self.sensitivity_feeds, weights)
 
     # -- measurements -------------------------------------------------------------------------------
 
@@ -155,7 +176,7 @@ class Calibrator:
         with Phase("sensitivities", len(measured), self.options.quiet) as phase:
             for state in measured:
                 probe, step = self._probe(state.name)
-                outputs = self.session.run_all(self.sensitivity_feeds, {state.name: probe})
+                outputs = self.probe_outputs({state.name: probe})
                 distortion = self.reference_probe.distortion(outputs)
                 original = self.records[state.name].array.astype(np.float64)
                 layer = self.layers.get(state.name)
@@ -179,7 +200,7 @@ class Calibrator:
                         compensated = quantization.dequantize(layer.from_matrices(integers), np.float32(step))
                         compensated = compensated.reshape(original.shape)
                         optq_distortion = self.reference_probe.distortion(
-                            self.session.run_all(self.sensitivity_feeds, {state.name: compensated}))
+                            self.probe_outputs({state.name: compensated}))
                         if math.isfinite(optq_distortion) and optq_distortion > 1e-14:
                             state.quantizer_sensitivity = optq_distortion / step ** 2
                     if self.options.sensitivity == "quantizer" and state.quantizer_sensitivity is not None:
@@ -194,6 +215,11 @@ class Calibrator:
 
     def steps(self, lmbda: float) -> dict[str, tuple[int, float]]:
         allocated = self.allocated
+        if self.options.method == "global":  # one step for all: the equal-slope step of their sum
+            total_params = sum(s.params for s in allocated)
+            total_sensitivity = sum(s.sensitivity for s in allocated)
+            step = allocation.snap_to_qp(allocation.allocated_step(lmbda, total_params, total_sensitivity))
+            return {s.name: step for s in allocated}
         max_steps = {s.name: 4.0 * float(np.max(np.abs(self.records[s.name].array))) + 1e-30 for s in allocated}
         return allocation.steps_for(lmbda, {s.name: s.params for s in allocated},
                                     {s.name: s.sensitivity for s in allocated}, max_steps)
@@ -261,8 +287,7 @@ class Calibrator:
                     symbols[state.name] = integers.reshape(record.array.shape)
                     decoded[state.name] = quantization.dequantize(integers, step32).reshape(record.array.shape)
                     phase.step(state.name)
-        outputs = self.session.run_all(self.holdout_feeds, decoded)
-        metrics = self.reference_holdout.fidelity(outputs)
+        metrics = self.reference_holdout.fidelity(self.holdout_outputs(decoded))
         bits = self.estimated_bits(symbols)
         return Point(lmbda, bits, metrics, steps, symbols, time.perf_counter() - start)
 

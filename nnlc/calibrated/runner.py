@@ -116,3 +116,14 @@ class WeightFedSession:
         """`run` over a list of feeds (the graph's outputs of each)."""
         weight_feeds = self._weight_feeds(weights)
         return [self.session.run(self.output_names, {**feeds, **weight_feeds}) for feeds in feeds_list]
+
+    def run_stream(self, stream, weights: Mapping[str, np.ndarray] | None = None) -> list[np.ndarray]:
+        """A stateful network run free over one `calibration.Stream`: [output 0 of every frame, stacked]."""
+        weight_feeds = self._weight_feeds(weights)
+        state, first = stream.initial_state, []
+        for frame in stream.frames:
+            outputs = self.session.run(self.output_names, {stream.frame_input: frame, stream.state_input: state,
+                                                           **stream.constants, **weight_feeds})
+            first.append(np.asarray(outputs[0]))
+            state = outputs[stream.state_output]
+        return [np.concatenate([np.reshape(x, (1, -1)) for x in first], axis=0)]

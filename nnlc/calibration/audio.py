@@ -29,7 +29,7 @@ import onnx
 
 from nnlc.calibration.base import (
     CalibrationError, CalibrationOptions, CalibrationSet, InputSpec, Progress, Samples, input_specs,
-    is_sequence_model, is_stateful_model, report, split_and_batch, split_feeds, split_note, subsample,
+    Stream, is_sequence_model, is_stateful_model, report, split_and_batch, split_feeds, split_note, subsample,
 )
 from nnlc.data import audio as data_audio
 
@@ -138,10 +138,12 @@ def _stateful_set(clips, model, specs, options, where, progress):
         raise CalibrationError(f"{where}: onnxruntime cannot run the original model "
                                f"({type(error).__name__}: {error})") from None
     state_index = _state_output(session)
-    rows, states, groups = [], [], []
+    rows, states, groups, clip_frames = [], [], [], []
     for index, (_, samples) in enumerate(clips):
         state = np.zeros(_shape(state_spec), np.float32)
+        clip_frames.append([])
         for frame in data_audio.stateful_frames(samples, context):
+            clip_frames[-1].append(frame)
             rows.append(frame[0])
             states.append(np.take(state, 0, axis=axis))
             groups.append(index)
@@ -165,7 +167,16 @@ def _stateful_set(clips, model, specs, options, where, progress):
                       {"input": np.stack(rows)[keep], "state": np.stack(states)[keep]},
                       axes={"input": 0, "state": axis}, constants={"sr": sr})
     result, by_group = split_and_batch(samples, specs, options, where)
-    return result, by_group, f"{len(rows)} frames, {len(keep)} used, states from the original model"
+    held = result.holdout_groups if by_group else []
+    def stream(group: int) -> Stream:
+        return Stream(clip_frames[group], np.zeros(_shape(state_spec), np.float32), state_output=state_index,
+                      constants={"sr": sr})
+
+    result.holdout_streams = [stream(g) for g in held]
+    used = sorted(set(int(g) for g in np.asarray(groups)[keep]) - set(held)) if held else []
+    result.optimise_streams = [stream(g) for g in used]
+    streams = f", hold-out checked free-running on {len(held)} whole clips" if held else ""
+    return result, by_group, f"{len(rows)} frames, {len(keep)} used, states from the original model{streams}"
 
 
 def _generic_set(clips, specs, options, where):

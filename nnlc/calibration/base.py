@@ -56,6 +56,18 @@ def _count_rows(feed: Feed) -> int:
 
 
 @dataclasses.dataclass
+class Stream:
+    """One clip for a stateful network, run frame by frame with the state fed back."""
+
+    frames: list[np.ndarray]  # the `frame_input` value of each step, in order
+    initial_state: np.ndarray
+    frame_input: str = "input"
+    state_input: str = "state"
+    state_output: int = 1  # index of the state among the graph's outputs
+    constants: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # e.g. {"sr": 16000}
+
+
+@dataclasses.dataclass
 class CalibrationSet:
     """Feeds for onnxruntime, split into an optimisation part and a disjoint hold-out."""
 
@@ -65,6 +77,12 @@ class CalibrationSet:
     sequential: bool = False  # a feed's rows are the time steps of one sequence (Silero's [T, 576])
     optimise_counts: list[int] = dataclasses.field(default_factory=list)  # samples per feed
     holdout_counts: list[int] = dataclasses.field(default_factory=list)
+    # stateful models (Silero's input/state/sr): the hold-out clips whole, to run free (each frame's
+    # state from the network's own previous frame), as the network runs in use; fidelity is checked on
+    # these instead of the teacher-forced hold-out frames
+    holdout_streams: list[Stream] = dataclasses.field(default_factory=list)
+    optimise_streams: list[Stream] = dataclasses.field(default_factory=list)  # the optimisation clips, whole
+    holdout_groups: list[int] = dataclasses.field(default_factory=list)  # group ids held out (by-group split)
 
     @staticmethod
     def _total(feeds: list[Feed], counts: list[int]) -> int:
@@ -344,6 +362,8 @@ def split_and_batch(samples: Samples, specs: Sequence[InputSpec], options: Calib
         parts.append((feeds, counts))
     (optimise, optimise_counts), (holdout, holdout_counts) = parts
     result = CalibrationSet(optimise, holdout, "", sequential, optimise_counts, holdout_counts)
+    if by_group:
+        result.holdout_groups = sorted(int(g) for g in np.unique(np.asarray(samples.groups)[mask]))
     return result, by_group
 
 

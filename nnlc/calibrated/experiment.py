@@ -1,0 +1,106 @@
+"""The calibrated stage as an experiment: one rate point (or target) of a config, in a workdir.
+
+`run_calibrated(config, workdir)` (called by experiments/main.py when `config.stages == "calibrated"`)
+writes `config.json`, `model.nnlc`, `original.onnx`, `decoded.onnx` (decoded by the standalone
+decoder), `tensors.{md,csv,json}` + `bits_vs_sensitivity.png` and, last, `result.json`: bytes, ratio,
+bits/param, lambda, the hold-out calibration fidelity and the fidelity on the benchmark inputs
+(`nnlc.fidelity`, DESIGN §6; other photos/clips/sentences than the calibration ones), wall time and
+peak memory. `launch.report` reads these like the learned runs' results.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import time
+from typing import Any
+
+import ml_collections
+import onnx
+
+from nnlc import onnx_io
+from nnlc.calibrated.analysis import write_analysis
+from nnlc.calibrated.api import compress_calibrated
+from nnlc.calibrated.compress import CalibratedOptions
+from nnlc.calibration import CalibrationOptions
+from nnlc.decoder.files import atomic_write
+
+
+def calibrated_config(model: str, source: str, evaluation: str, lmbda: float) -> ml_collections.ConfigDict:
+    """Defaults of a calibrated-stage config; list values (image_mean) are ';'-separated strings."""
+    config = ml_collections.ConfigDict()
+    config.model = model
+    config.stages = "calibrated"
+    config.lmbda = lmbda
+    config.target = ""  # e.g. "transparent" or "kl<=0.005": search lambda instead of using config.lmbda
+    config.calibration = ml_collections.ConfigDict({
+        "source": source, "samples": 256, "holdout_fraction": 0.25, "seed": 0, "image_size": 0,
+        "image_mean": "", "image_std": "", "layout": "", "sample_rate": 0, "tokenizer": "", "max_length": 128})
+    config.calibrated = ml_collections.ConfigDict({
+        "method": "optq", "rate_term": False, "hessians": "original", "kind": "auto", "sensitivity_feeds": 8,
+        "probe_step_fraction": 1.0 / 16.0, "default_qp": -38, "nonweight_qp": -75, "threads": 2})
+    config.evaluation = evaluation  # nnlc.fidelity kind of the final check on the benchmark inputs
+    config.evaluation_options = ml_collections.ConfigDict()
+    return config
+
+
+def _floats(text: str) -> tuple[float, ...] | None:
+    text = str(text).strip()
+    return tuple(float(v) for v in text.replace(",", ";").split(";") if v.strip()) if text else None
+
+
+def calibration_options(config: Any) -> CalibrationOptions:
+    c = config.calibration
+    return CalibrationOptions(samples=int(c.samples), holdout_fraction=float(c.holdout_fraction), seed=int(c.seed),
+                              image_size=int(c.image_size) or None, image_mean=_floats(c.image_mean),
+                              image_std=_floats(c.image_std), layout=c.layout or None,
+                              sample_rate=int(c.sample_rate) or None, tokenizer=c.tokenizer or None,
+                              max_length=int(c.max_length))
+
+
+def calibrated_options(config: Any, quiet: bool = False) -> CalibratedOptions:
+    c = config.calibrated
+    return CalibratedOptions(kind=c.kind, method=c.method, rate_term=bool(c.rate_term), hessians=c.hessians,
+                             sensitivity_feeds=int(c.sensitivity_feeds), probe_step_fraction=float(c.probe_step_fraction),
+                             default_qp=int(c.default_qp), nonweight_qp=int(c.nonweight_qp), threads=int(c.threads),
+                             quiet=quiet)
+
+
+def _write_json(path: str, data: Any) -> None:
+    atomic_write(path, json.dumps(data, indent=1, default=float).encode())
+
+
+def run_calibrated(config: Any, workdir: str, quiet: bool = False) -> dict:
+    """One calibrated point of `config` in `workdir`; returns (and writes, last) result.json."""
+    from nnlc.decoder import decode_bitstream
+    from nnlc.training.evaluation import evaluate
+
+    os.makedirs(workdir, exist_ok=True)
+    _write_json(os.path.join(workdir, "config.json"), config.to_dict())
+    started = time.perf_counter()
+    model = onnx_io.load_model(config.model)
+    result = compress_calibrated(model, config.calibration.source, calibration_options(config),
+                                 calibrated_options(config, quiet), target=config.target or None,
+                                 lmbda=None if config.target else float(config.lmbda))
+    compress_s = time.perf_counter() - started
+    atomic_write(os.path.join(workdir, "model.nnlc"), result.bitstream)
+    decoded = decode_bitstream(result.bitstream)
+    atomic_write(os.path.join(workdir, "decoded.onnx"), decoded.SerializeToString())
+    original_path = os.path.join(workdir, "original.onnx")
+    if not os.path.exists(original_path):
+        atomic_write(original_path, onnx.load(config.model).SerializeToString())
+    summary = result.summary()
+    write_analysis(workdir, result.rows, summary)
+    float_bytes = sum(4 * row["params"] for row in result.rows if row["mode"] != "integer")
+    float_params = float_bytes // 4
+    output = {"stage": "calibrated", "lmbda": result.point.lmbda, "bytes": result.encoded.total_bytes,
+              "float_bytes": float_bytes, "ratio": result.encoded.total_bytes / max(1, float_bytes),
+              "bits_per_param": 8 * result.encoded.total_bytes / max(1, float_params),
+              "holdout_fidelity": summary["holdout_fidelity"], "calibration": summary["calibration"],
+              "search": summary["search"], "tensor_status": summary["tensor_status"],
+              "compress_s": compress_s, "seconds": summary["seconds"]}
+    output["evaluation"] = evaluate(config, original_path, os.path.join(workdir, "decoded.onnx"))
+    output["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    _write_json(os.path.join(workdir, "result.json"), output)
+    return output
