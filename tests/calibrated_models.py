@@ -46,3 +46,29 @@ def correlated_images(count: int, seed: int = 0) -> np.ndarray:
     smooth = (noise[:, :, :-2, :-2] + noise[:, :, 1:-1, 1:-1] + noise[:, :, 2:, 2:]) / 3.0
     mixed = 0.6 * smooth + 0.4 * smooth.mean(axis=1, keepdims=True)
     return mixed.astype(np.float32)
+
+
+def stateful_rnn(seed: int = 0, hidden: int = 128) -> onnx.ModelProto:
+    """Silero-like stateful net with weights: stateN = tanh(state @ R + mean(input) * u), output = sigmoid(stateN . v)."""
+    rng = np.random.default_rng(seed)
+    inits = [numpy_helper.from_array((0.9 * rng.standard_normal((hidden, hidden)) / np.sqrt(hidden)).astype(np.float32),
+                                     "recurrent"),
+             numpy_helper.from_array(rng.standard_normal((1, hidden)).astype(np.float32) * 3, "input_gain"),
+             numpy_helper.from_array(rng.standard_normal((hidden, 4)).astype(np.float32), "readout")]
+    nodes = [helper.make_node("ReduceMean", ["input"], ["m"], axes=[1], keepdims=1),  # [B, 1]
+             helper.make_node("MatMul", ["m", "input_gain"], ["drive"]),  # [B, H]
+             helper.make_node("MatMul", ["state", "recurrent"], ["carried"]),  # [2, B, H]
+             helper.make_node("Add", ["carried", "drive"], ["pre"]),
+             helper.make_node("Tanh", ["pre"], ["stateN"]),
+             helper.make_node("MatMul", ["stateN", "readout"], ["read"]),  # [2, B, 4]
+             helper.make_node("ReduceMean", ["read"], ["logit"], axes=[0, 2], keepdims=0),
+             helper.make_node("Sigmoid", ["logit"], ["output"])]
+    inputs = [helper.make_tensor_value_info("input", TensorProto.FLOAT, [None, None]),
+              helper.make_tensor_value_info("state", TensorProto.FLOAT, [2, None, hidden]),
+              helper.make_tensor_value_info("sr", TensorProto.INT64, [])]
+    outputs = [helper.make_tensor_value_info("output", TensorProto.FLOAT, [None]),
+               helper.make_tensor_value_info("stateN", TensorProto.FLOAT, [2, None, hidden])]
+    graph = helper.make_graph(nodes, "stateful_rnn", inputs, outputs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    onnx.checker.check_model(model)
+    return model

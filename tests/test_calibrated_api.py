@@ -181,3 +181,31 @@ def test_cli_bad_calibrated_flags_give_one_line(problem, tmp_path, flags, messag
     assert out.returncode == 1 and message in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1, out.stderr
     assert not (tmp_path / "m.nnlc").exists()
+
+
+def test_stateful_networks_are_checked_running_free_over_whole_clips(tmp_path):
+    from nnlc import fidelity
+    from nnlc.data import audio as data_audio
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "wavs"
+    folder.mkdir()
+    for index in range(6):
+        envelope = np.repeat(rng.random(12) > 0.5, 512)[: (6 + index) * 512 + 100]
+        samples = 0.3 * rng.standard_normal(len(envelope)) * (0.2 + envelope)
+        data_audio.write_wav(folder / f"clip{index}.wav", samples, 16000)
+    model = calibrated_models.stateful_rnn()
+    calibration = load_calibration(str(folder), model, CalibrationOptions(samples=48, batch_size=4))
+    assert calibration.holdout_streams and calibration.optimise_streams
+    assert "free-running" in calibration.description
+    calibrator = Calibrator(model, calibration, CalibratedOptions(kind="vad", quiet=True))
+    # the free-running hold-out equals the benchmark's own stateful runner on those clips
+    clips = [data_audio.AudioClip(f"clip{g}", data_audio.read_wav(folder / f"clip{g}.wav")[0])
+             for g in calibration.holdout_groups]
+    expected = fidelity.run_vad_stateful(ort.InferenceSession(model.SerializeToString(),
+                                                              providers=["CPUExecutionProvider"]), clips)
+    produced = np.concatenate([outputs[0].ravel() for outputs in calibrator.holdout_outputs({})])
+    np.testing.assert_allclose(produced, expected, rtol=1e-5, atol=1e-6)
+    point = calibrator.quantize(1e-6)
+    assert point.fidelity["n_frames"] == len(expected)
+    assert {"recurrent", "readout"} <= set(point.symbols)
