@@ -48,12 +48,17 @@ def predicted_lmbda(distortion: float, params: int) -> float:
 
 
 def steps_for(lmbda: float, params: dict[str, int], sensitivities: dict[str, float],
-              max_steps: dict[str, float] | None = None) -> dict[str, tuple[int, float]]:
-    """(qp, step) per tensor for one lmbda, each step capped at `max_steps` (e.g. 2 max|w|)."""
+              max_steps: dict[str, float] | None = None, snap: bool = True) -> dict[str, tuple[int, float]]:
+    """(qp, step) per tensor for one lmbda, each step capped at `max_steps` (e.g. 2 max|w|).
+
+    `snap`: steps on the qp grid (quarter octaves, as NNR signals them); else the exact step (the
+    bitstream stores a float32 step per tensor), with qp the nearest for reports.
+    """
     chosen = {}
     for name, sensitivity in sensitivities.items():
         step = allocated_step(lmbda, params[name], sensitivity)
         if max_steps and name in max_steps:
             step = min(step, max_steps[name])
-        chosen[name] = snap_to_qp(float(np.clip(step, 1e-30, 1e30)))
+        step = float(np.clip(step, 1e-30, 1e30))
+        chosen[name] = snap_to_qp(step) if snap else (snap_to_qp(step)[0], step)
     return chosen

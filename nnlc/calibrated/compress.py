@@ -44,6 +44,8 @@ class CalibratedOptions:
     # OPTQ / rounding minimise error + lmbda * code length; off by default: on mobilenet_v2 it cost more
     # fidelity than the bytes it saved (see the closing note of issue 11 and docs/calibrated_mode.md)
     rate_term: bool = False
+    step_grid: str = "qp"  # "qp": steps on NNR's quarter-octave grid; "float": the exact equal-slope steps
+    rate_step_scale: float = 1.0  # with the rate term: steps times this (finer steps + RDO deadzone)
     hessians: str = "original"  # "original" activations, or "sequential" (compressed layers before)
     sequential_stages: int = 8  # with hessians="sequential": groups of layers re-collected together
     sensitivity_feeds: int = 8  # optimisation feeds used to measure sensitivities
@@ -218,11 +220,16 @@ class Calibrator:
         if self.options.method == "global":  # one step for all: the equal-slope step of their sum
             total_params = sum(s.params for s in allocated)
             total_sensitivity = sum(s.sensitivity for s in allocated)
-            step = allocation.snap_to_qp(allocation.allocated_step(lmbda, total_params, total_sensitivity))
-            return {s.name: step for s in allocated}
+            step = allocation.allocated_step(lmbda, total_params, total_sensitivity)
+            chosen = allocation.snap_to_qp(step) if self.options.step_grid == "qp" else (0, step)
+            return {s.name: chosen for s in allocated}
         max_steps = {s.name: 4.0 * float(np.max(np.abs(self.records[s.name].array))) + 1e-30 for s in allocated}
-        return allocation.steps_for(lmbda, {s.name: s.params for s in allocated},
-                                    {s.name: s.sensitivity for s in allocated}, max_steps)
+        chosen = allocation.steps_for(lmbda, {s.name: s.params for s in allocated},
+                                      {s.name: s.sensitivity for s in allocated}, max_steps,
+                                      snap=self.options.step_grid == "qp")
+        if self.options.rate_term and self.options.method == "optq" and self.options.rate_step_scale != 1.0:
+            chosen = {name: (qp, step * self.options.rate_step_scale) for name, (qp, step) in chosen.items()}
+        return chosen
 
     def _distortion_weight(self, state: TensorState, hessian: np.ndarray | None) -> float:
         """Model distortion per unit of layer error tr(dW H dW^T) (||dW||^2 without H), from the probe."""
