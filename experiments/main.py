@@ -30,7 +30,7 @@ def main(argv: list[str]) -> None:
     if os.path.exists(result_path):
         print(f"{FLAGS.workdir} is finished: {result_path}")
         return
-    if FLAGS.config.get("stages", "end_to_end") == "calibrated":
+    if FLAGS.config.get("stages", "end_to_end") in ("calibrated", "blockwise"):
         from nnlc.calibrated.experiment import run_calibrated
 
         result = run_calibrated(FLAGS.config, FLAGS.workdir)

@@ -80,3 +80,23 @@ def test_experiments_main_dispatches_calibrated_configs(tmp_path):
     assert result["stage"] == "calibrated" and result["holdout_fidelity"]["mean_kl"] <= 0.005
     again = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
     assert "is finished" in again.stdout
+
+
+def test_generic_config_runs_the_blockwise_stage_on_any_onnx_file(tmp_path):
+    import blockwise_models
+
+    model_path = tmp_path / "resnet.onnx"
+    onnx.save(blockwise_models.residual_cnn(channels=16), str(model_path))
+    np.savez(tmp_path / "x.npz", x=calibrated_models.correlated_images(240)[:, :, 2:10, 2:10])
+    module = points.load_config_module(str(REPO / "experiments" / "configs" / "onnx_distill.py"))
+    config = module.get_config(f"model={model_path},calibrate={tmp_path / 'x.npz'},stages=blockwise,samples=240,"
+                               f"lmbda=3e-5,eval=none,image_mean=0.5;0.5;0.5")
+    assert config.stages == "blockwise" and config.calibration.image_mean == "0.5;0.5;0.5"
+    config.calibrated.kind = "classifier"
+    config.blockwise.steps = 60
+    result = run_calibrated(config, str(tmp_path / "w"), quiet=True)
+    assert result["stage"] == "blockwise" and len(result["blockwise"]["blocks"]) >= 2
+    assert result["bytes"] <= result["blockwise"]["calibrated_bytes"]
+    assert result["holdout_fidelity"]["distortion"] < result["blockwise"]["calibrated_holdout_fidelity"]["distortion"]
+    with pytest.raises(ValueError, match="stages"):
+        module.get_config(f"model={model_path},stages=nonsense")

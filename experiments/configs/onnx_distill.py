@@ -9,16 +9,55 @@ tokens for BERT-like inputs input_ids/attention_mask/token_type_ids) or gaussian
 for every float input; unknown dimensions get `gaussian_dim`). Optional `eval=classifier|vad|embedding|
 auto|none` picks the fidelity measure (default: auto for images/audio/text, none for gaussian), and
 `loss=kl|mse` the distillation loss (default: kl for images, mse otherwise).
+
+The calibrated and block-wise stages take the CLI's calibration options instead (no training):
+
+    python -m experiments.main --workdir=/tmp/my_model_bw --config=experiments/configs/onnx_distill.py:\
+model=/path/to/model.onnx,calibrate=images,stages=blockwise,image_mean=0.498;0.498;0.498,\
+image_std=0.502;0.502;0.502,target=transparent
+
+(`calibrate=` any `nnlc compress --calibrate` source; `lmbda=X` instead of a target; `eval=` the
+fidelity kind on the benchmark inputs, default auto.)
 """
 
 from experiments.configs._shared_models import parse_arg
 from nnlc.training.defaults import base_config
+
+# keys of the calibrated / block-wise stages (stages=calibrated|blockwise), as on the nnlc CLI
+CALIBRATION_KEYS = ("samples", "holdout_fraction", "seed", "image_size", "image_mean", "image_std", "layout",
+                    "sample_rate", "tokenizer", "max_length")
+
+
+def calibrated_stages_config(options: dict):
+    """`stages=calibrated|blockwise`: any ONNX file with the calibration options of the CLI.
+
+    List values inside the config argument are separated by ';' (image_mean=0.5;0.5;0.5).
+    """
+    from nnlc.calibrated.experiment import calibrated_config
+
+    config = calibrated_config(options["model"], options.get("calibrate", "gaussian"), options.get("eval", "auto"),
+                               float(options.get("lmbda", 1e-8)))
+    config.stages = options["stages"]
+    config.target = options.get("target", "" if "lmbda" in options else "transparent")
+    for key in CALIBRATION_KEYS:
+        if key in options:
+            current = config.calibration[key]
+            config.calibration[key] = type(current)(options[key]) if not isinstance(current, str) else options[key]
+    if "method" in options:
+        config.calibrated.method = options["method"]
+    if config.evaluation == "auto" and config.calibration.source == "gaussian":
+        config.evaluation = "none"
+    return config
 
 
 def get_config(arg: str | None = None):
     options = parse_arg(arg)
     if "model" not in options:
         raise ValueError("give the model: --config=experiments/configs/onnx_distill.py:model=PATH,inputs=KIND")
+    if options.get("stages") in ("calibrated", "blockwise"):
+        return calibrated_stages_config(options)
+    if options.get("stages", "end_to_end") != "end_to_end":
+        raise ValueError(f"stages={options['stages']}: calibrated, blockwise or end_to_end")
     inputs = options.get("inputs", "gaussian")
     config = base_config()
     config.model = options["model"]

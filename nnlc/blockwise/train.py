@@ -43,6 +43,7 @@ class BlockwiseOptions:
     refit_every: int = 50  # steps between refits of the code-length tables
     target_blocks: int = 8
     rate_weight: float = 1.0  # multiplies lmbda in the loss (0: distortion only)
+    init: str = "residual"  # latents start at the calibrated integers ("integers") or towards the floats
     seed: int = 0
     quiet: bool = False
 
@@ -154,7 +155,8 @@ def refine(calibrator, point, options: BlockwiseOptions = BlockwiseOptions()):
                 return distortion + lmbda * bits, (distortion, bits)
 
             optimizer = optax.adam(options.learning_rate)
-            latents = {n: jnp.asarray(symbols[n], jnp.float32) for n in trained}
+            latents = {n: jnp.asarray(_initial_latents(symbols[n], calibrator.records[n].array, steps[n],
+                                                       options.init), jnp.float32) for n in trained}
             state = optimizer.init(latents)
 
             @jax.jit
@@ -213,6 +215,18 @@ def refine(calibrator, point, options: BlockwiseOptions = BlockwiseOptions()):
     refined = dataclasses.replace(point, symbols=symbols, fidelity=fidelity, bits=bits,
                                   seconds=point.seconds + time.perf_counter() - started)
     return refined, reports
+
+
+def _initial_latents(integers: np.ndarray, values: np.ndarray, step: float, init: str) -> np.ndarray:
+    """Latents that round to the calibrated integers: at them ("integers"), or moved towards the
+    float weight's position (value / step) by up to 0.49 bins ("residual"), so that entries near a
+    rounding boundary flip with little push (AdaRound's intuition)."""
+    integers = np.asarray(integers, np.float64).reshape(values.shape)
+    if init == "integers":
+        return integers
+    if init != "residual":
+        raise ValueError(f"init {init!r}: integers or residual")
+    return integers + np.clip(np.asarray(values, np.float64) / float(step) - integers, -0.49, 0.49)
 
 
 def _distortion_weight(calibrator, trained, decoded, jitted, originals, inputs_cache, target_cache,

@@ -10,6 +10,7 @@ peak memory. `launch.report` reads these like the learned runs' results.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import resource
@@ -40,6 +41,8 @@ def calibrated_config(model: str, source: str, evaluation: str, lmbda: float) ->
     config.calibrated = ml_collections.ConfigDict({
         "method": "optq", "rate_term": False, "hessians": "original", "kind": "auto", "sensitivity_feeds": 8,
         "probe_step_fraction": 1.0 / 16.0, "default_qp": -38, "nonweight_qp": -75, "threads": 2})
+    config.blockwise = ml_collections.ConfigDict({  # stages="blockwise" (nnlc.blockwise.train)
+        "steps": 100, "learning_rate": 5e-3, "target_blocks": 8, "init": "residual", "rate_weight": 1.0})
     config.evaluation = evaluation  # nnlc.fidelity kind of the final check on the benchmark inputs
     config.evaluation_options = ml_collections.ConfigDict()
     return config
@@ -83,6 +86,22 @@ def run_calibrated(config: Any, workdir: str, quiet: bool = False) -> dict:
     result = compress_calibrated(model, config.calibration.source, calibration_options(config),
                                  calibrated_options(config, quiet), target=config.target or None,
                                  lmbda=None if config.target else float(config.lmbda))
+    blockwise = None
+    if config.stages == "blockwise":
+        from nnlc.blockwise.train import BlockwiseOptions, refine, summary as block_summary
+
+        b = config.blockwise
+        refined, reports = refine(result.calibrator, result.point,
+                                  BlockwiseOptions(steps=int(b.steps), learning_rate=float(b.learning_rate),
+                                                   target_blocks=int(b.target_blocks), init=b.init,
+                                                   rate_weight=float(b.rate_weight), quiet=quiet))
+        blockwise = {"calibrated_bytes": result.encoded.total_bytes, "calibrated_holdout_fidelity":
+                     {k: v for k, v in result.point.fidelity.items() if isinstance(v, (int, float, bool))},
+                     "blocks": block_summary(reports)}
+        encoded = result.calibrator.encode(refined)
+        result = dataclasses.replace(result, bitstream=encoded.bitstream, encoded=encoded, point=refined)
+    elif config.stages != "calibrated":
+        raise ValueError(f"stages {config.stages!r}: calibrated or blockwise here (end_to_end: the trainer)")
     compress_s = time.perf_counter() - started
     atomic_write(os.path.join(workdir, "model.nnlc"), result.bitstream)
     decoded = decode_bitstream(result.bitstream)
@@ -94,12 +113,12 @@ def run_calibrated(config: Any, workdir: str, quiet: bool = False) -> dict:
     write_analysis(workdir, result.rows, summary)
     float_bytes = sum(4 * row["params"] for row in result.rows if row["mode"] != "integer")
     float_params = float_bytes // 4
-    output = {"stage": "calibrated", "lmbda": result.point.lmbda, "bytes": result.encoded.total_bytes,
+    output = {"stage": config.stages, "lmbda": result.point.lmbda, "bytes": result.encoded.total_bytes,
               "float_bytes": float_bytes, "ratio": result.encoded.total_bytes / max(1, float_bytes),
               "bits_per_param": 8 * result.encoded.total_bytes / max(1, float_params),
               "holdout_fidelity": summary["holdout_fidelity"], "calibration": summary["calibration"],
               "search": summary["search"], "tensor_status": summary["tensor_status"],
-              "compress_s": compress_s, "seconds": summary["seconds"]}
+              "compress_s": compress_s, "seconds": summary["seconds"], "blockwise": blockwise}
     output["evaluation"] = evaluate(config, original_path, os.path.join(workdir, "decoded.onnx"))
     output["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     _write_json(os.path.join(workdir, "result.json"), output)
