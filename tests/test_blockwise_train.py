@@ -71,3 +71,37 @@ def test_code_length_table_is_the_histogram_code():
     assert low == -1 and len(bits) == 4
     assert bits[1] < bits[0]  # 0 is the most frequent value
     np.testing.assert_allclose(np.sum(2.0 ** -bits), 1.0)
+
+
+def test_resume_after_sigkill_gives_the_same_bitstream(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    onnx.save(blockwise_models.residual_cnn(channels=16), str(tmp_path / "m.onnx"))
+    np.savez(tmp_path / "x.npz", x=calibrated_models.correlated_images(240)[:, :, 2:10, 2:10])
+    config = (f"experiments/configs/onnx_distill.py:model={tmp_path / 'm.onnx'},calibrate={tmp_path / 'x.npz'},"
+              f"stages=blockwise,samples=240,lmbda=3e-5,eval=none")
+
+    def command(workdir):
+        return [sys.executable, "-m", "experiments.main", f"--config={config}", f"--workdir={workdir}",
+                "--config.calibrated.kind=classifier", "--config.blockwise.steps=80"]
+
+    subprocess.run(command(tmp_path / "straight"), check=True, cwd=repo, capture_output=True)
+    process = subprocess.Popen(command(tmp_path / "killed"), cwd=repo, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    first_block = tmp_path / "killed" / "blocks" / "block_000.npz"
+    deadline = time.monotonic() + 300
+    while not first_block.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert first_block.exists()
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (tmp_path / "killed" / "result.json").exists()
+    resumed = subprocess.run(command(tmp_path / "killed"), check=True, cwd=repo, capture_output=True, text=True)
+    assert "resumed" in resumed.stderr
+    assert (tmp_path / "killed" / "model.nnlc").read_bytes() == (tmp_path / "straight" / "model.nnlc").read_bytes()

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -31,6 +32,7 @@ import numpy as np
 
 from nnlc import quantization
 from nnlc.blockwise.partition import Block, block_models, partition
+from nnlc.decoder.files import atomic_write
 from nnlc.progress import Phase
 
 PSEUDO_COUNT = 0.5
@@ -83,8 +85,42 @@ def _weights_in(block: Block, symbols: Mapping[str, np.ndarray]) -> list[str]:
     return [name for name in block.weights if name in symbols]
 
 
-def refine(calibrator, point, options: BlockwiseOptions = BlockwiseOptions()):
-    """The calibrated `point` with every block's integers trained; returns (new point, [BlockReport])."""
+def _checkpoint_path(directory: str, index: int) -> str:
+    return os.path.join(directory, f"block_{index:03d}.npz")
+
+
+def _save_block(directory: str, index: int, names: list[str], symbols: Mapping[str, np.ndarray],
+                report: BlockReport) -> None:
+    """One finished block's integers and report, written atomically (a crash leaves no partial file)."""
+    import io
+    import json
+
+    buffer = io.BytesIO()
+    np.savez(buffer, **{f"tensor_{i}": symbols[name] for i, name in enumerate(names)},
+             names=np.array(names), report=np.array(json.dumps(dataclasses.asdict(report))))
+    atomic_write(_checkpoint_path(directory, index), buffer.getvalue())
+
+
+def _load_block(directory: str, index: int) -> tuple[dict[str, np.ndarray], BlockReport] | None:
+    import json
+
+    path = _checkpoint_path(directory, index)
+    if not os.path.exists(path):
+        return None
+    with np.load(path, allow_pickle=False) as data:
+        names = [str(n) for n in data["names"]]
+        loaded = {name: data[f"tensor_{i}"] for i, name in enumerate(names)}
+        report = BlockReport(**json.loads(str(data["report"])))
+    return loaded, report
+
+
+def refine(calibrator, point, options: BlockwiseOptions = BlockwiseOptions(), checkpoint_dir: str | None = None):
+    """The calibrated `point` with every block's integers trained; returns (new point, [BlockReport]).
+
+    With `checkpoint_dir`, every finished block's integers are saved there and a rerun (after a
+    crash or SIGKILL) continues after the last finished block, with the same result as an
+    uninterrupted run (each block's randomness is seeded by its index).
+    """
     import jax
     import jax.numpy as jnp
     import optax
@@ -106,7 +142,8 @@ def refine(calibrator, point, options: BlockwiseOptions = BlockwiseOptions()):
     original = [dict(feed) for feed in feeds]  # values of the original network, block by block
     compressed = [dict(feed) for feed in feeds]  # values of the refined network so far
     reports: list[BlockReport] = []
-    rng = np.random.default_rng(options.seed)
+    if checkpoint_dir:
+        os.makedirs(checkpoint_dir, exist_ok=True)
     with Phase("blocks", len(blocks), options.quiet) as phase:
         for block, proto in zip(blocks, protos, strict=True):
             apply, originals = from_onnx(proto)
@@ -118,6 +155,20 @@ def refine(calibrator, point, options: BlockwiseOptions = BlockwiseOptions()):
                 return apply(weights, {name: values[name] for name in block.inputs})
 
             jitted = jax.jit(lambda weights, inputs: apply(weights, inputs))
+            resumed = _load_block(checkpoint_dir, block.index) if checkpoint_dir and trained else None
+            if resumed is not None:  # finished before a crash: its integers, then on to its outputs
+                loaded, report = resumed
+                symbols.update({name: np.asarray(value, np.int64) for name, value in loaded.items()})
+                reports.append(report)
+                for values in original:
+                    out = jitted(originals, {n: values[n] for n in block.inputs})
+                    values.update({k: np.asarray(out[k]) for k in block.outputs})
+                weights = {**fixed, **{n: decoded(n) for n in trained}}
+                for values in compressed:
+                    out = jitted(weights, {n: values[n] for n in block.inputs})
+                    values.update({k: np.asarray(out[k]) for k in block.outputs})
+                phase.step(f"block {block.index} (resumed from {checkpoint_dir})")
+                continue
             targets = [jitted(originals, {n: v[n] for n in block.inputs}) for v in original]
             for values, out in zip(original, targets, strict=True):
                 values.update({k: np.asarray(out[k]) for k in block.outputs})
@@ -185,6 +236,7 @@ def refine(calibrator, point, options: BlockwiseOptions = BlockwiseOptions()):
             start_loss, start_bits = full_loss(latents)
             tables = tables_of(latents)
             key = jax.random.PRNGKey(options.seed + block.index)
+            rng = np.random.default_rng([options.seed, block.index])
             for step in range(options.steps):  # one calibration feed (a batch of samples) per step
                 if step and step % options.refit_every == 0:
                     tables = tables_of(latents)
@@ -208,6 +260,8 @@ def refine(calibrator, point, options: BlockwiseOptions = BlockwiseOptions()):
             reports.append(BlockReport(block.index, trained, int(sum(symbols[n].size for n in trained)), weight,
                                        float(start_loss), float(end_loss), float(start_bits), float(end_bits),
                                        changed, time.perf_counter() - block_started))
+            if checkpoint_dir:
+                _save_block(checkpoint_dir, block.index, trained, symbols, reports[-1])
             phase.step(f"block {block.index}: loss {start_loss:.4g} -> {end_loss:.4g}, {changed} integers moved")
     decoded_all = {name: decoded(name) for name in symbols}
     fidelity = calibrator.reference_holdout.fidelity(calibrator.holdout_outputs(decoded_all))

@@ -94,7 +94,8 @@ def run_calibrated(config: Any, workdir: str, quiet: bool = False) -> dict:
         refined, reports = refine(result.calibrator, result.point,
                                   BlockwiseOptions(steps=int(b.steps), learning_rate=float(b.learning_rate),
                                                    target_blocks=int(b.target_blocks), init=b.init,
-                                                   rate_weight=float(b.rate_weight), quiet=quiet))
+                                                   rate_weight=float(b.rate_weight), quiet=quiet),
+                                  checkpoint_dir=os.path.join(workdir, "blocks"))
         blockwise = {"calibrated_bytes": result.encoded.total_bytes, "calibrated_holdout_fidelity":
                      {k: v for k, v in result.point.fidelity.items() if isinstance(v, (int, float, bool))},
                      "blocks": block_summary(reports)}
