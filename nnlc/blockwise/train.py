@@ -172,17 +172,19 @@ def refine(calibrator, point, options: BlockwiseOptions = BlockwiseOptions(), ch
             targets = [jitted(originals, {n: v[n] for n in block.inputs}) for v in original]
             for values, out in zip(original, targets, strict=True):
                 values.update({k: np.asarray(out[k]) for k in block.outputs})
-            if not trained or not block.outputs:
+            # the distortion looks at the float outputs (masks and shapes may cross too)
+            measured = [k for k in block.outputs if np.asarray(targets[0][k]).dtype.kind == "f"] if targets else []
+            if not trained or not measured:
                 for values in compressed:
                     weights = {**fixed, **{n: decoded(n) for n in trained}}
                     out = jitted(weights, {n: values[n] for n in block.inputs})
                     values.update({k: np.asarray(out[k]) for k in block.outputs})
                 phase.step(f"block {block.index} (no trained weights)")
                 continue
-            energy = float(np.mean([np.mean([np.mean(np.square(np.asarray(t[k], np.float64))) for k in block.outputs])
+            energy = float(np.mean([np.mean([np.mean(np.square(np.asarray(t[k], np.float64))) for k in measured])
                                     for t in targets])) + 1e-30
             inputs_cache = [{n: values[n] for n in block.inputs} for values in compressed]
-            target_cache = [{k: np.asarray(t[k]) for k in block.outputs} for t in targets]
+            target_cache = [{k: np.asarray(t[k]) for k in measured} for t in targets]
             original_inputs = [{n: values[n] for n in block.inputs} for values in original]
             weight = _distortion_weight(calibrator, trained, decoded, jitted, originals, original_inputs,
                                         target_cache, energy)
@@ -201,7 +203,7 @@ def refine(calibrator, point, options: BlockwiseOptions = BlockwiseOptions(), ch
                     low, table = tables[name]
                     bits = bits + _rate_bits(jnp, noisy, low, table)
                 out = apply(weights, inputs)
-                mse = sum(jnp.mean((out[k] - target[k]) ** 2) for k in block.outputs) / len(block.outputs)
+                mse = sum(jnp.mean((out[k] - target[k]) ** 2) for k in measured) / len(measured)
                 distortion = weight * mse / energy
                 return distortion + lmbda * bits, (distortion, bits)
 
@@ -227,7 +229,7 @@ def refine(calibrator, point, options: BlockwiseOptions = BlockwiseOptions(), ch
                 rounded = {n: np.rint(np.asarray(latents[n])).astype(np.int64) for n in trained}
                 weights = {**fixed, **{n: quantization.dequantize(rounded[n], np.float32(steps[n])).reshape(shapes[n])
                                        for n in trained}}
-                mse = np.mean([np.mean([np.mean((np.asarray(o[k]) - t[k]) ** 2) for k in block.outputs])
+                mse = np.mean([np.mean([np.mean((np.asarray(o[k]) - t[k]) ** 2) for k in measured])
                                for o, t in zip((jitted(weights, i) for i in inputs_cache), target_cache)])
                 bits = sum(code_length_table(rounded[n], 0)[1][rounded[n].ravel() - rounded[n].min()].sum()
                            for n in trained)
