@@ -92,21 +92,14 @@ def _progress(label: str):
     return every_tenth
 
 
-def _floats(values: list[str] | None, flag: str) -> tuple[float, ...] | None:
-    if values is None:
-        return None
-    try:
-        return tuple(float(v) for v in values)
-    except ValueError:
-        raise NnlcError(f"--{flag}: comma-separated numbers expected, got {','.join(values)!r}") from None
-
-
 def calibration_options():
     from nnlc.calibration import CalibrationOptions
+    from nnlc.calibration.base import parse_floats
 
     return CalibrationOptions(samples=FLAGS.samples, holdout_fraction=FLAGS.holdout_fraction, seed=FLAGS.seed,
-                              image_size=FLAGS.image_size, image_mean=_floats(FLAGS.image_mean, "image_mean"),
-                              image_std=_floats(FLAGS.image_std, "image_std"), layout=FLAGS.layout,
+                              image_size=FLAGS.image_size,
+                              image_mean=parse_floats(FLAGS.image_mean, "--image_mean"),
+                              image_std=parse_floats(FLAGS.image_std, "--image_std"), layout=FLAGS.layout,
                               sample_rate=FLAGS.sample_rate, tokenizer=FLAGS.tokenizer, max_length=FLAGS.max_length)
 
 

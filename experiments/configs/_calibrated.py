@@ -11,6 +11,13 @@ from experiments.configs._shared_models import parse_arg
 from nnlc.calibrated.experiment import calibrated_config
 
 METHODS = ("global", "allocation", "optq")
+# shared model: (file in ../shared/models, calibration source, fidelity kind, default lambda, sweep lambdas)
+SHARED_MODELS = {
+    "mobilenet_v2": ("mobilenet_v2.onnx", "images", "classifier", 1.6e-8, (4e-9, 8e-9, 1.6e-8, 3.2e-8)),
+    "silero_vad_16k_sequence": ("silero_vad_16k_sequence.onnx", "audio", "vad", 2e-9, (5e-10, 1e-9, 2e-9, 4e-9)),
+    "silero_vad": ("silero_vad.onnx", "audio", "vad_stateful", 1e-9, (3e-10, 6e-10, 1.2e-9, 2.4e-9)),
+    "minilm": ("minilm_l6_v2.onnx", "text", "embedding", 6e-10, (1.5e-10, 3e-10, 6e-10, 1.2e-9)),
+}
 
 
 def make_config(model: str, source: str, evaluation: str, lmbda: float, arg: str | None = None):
@@ -33,3 +40,15 @@ def sweep_over(lmbdas):
             for lmbda in lmbdas:
                 add(lmbda=lmbda, **{"calibrated.method": method})
     return sweep
+
+
+def shared_model(name: str):
+    """(get_config, sweep) of a shared model's calibrated config (see SHARED_MODELS)."""
+    from experiments.configs._shared_models import model_path
+
+    file, source, evaluation, lmbda, lmbdas = SHARED_MODELS[name]
+
+    def get_config(arg: str | None = None):
+        return make_config(model_path(file), source, evaluation, lmbda, arg)
+
+    return get_config, sweep_over(lmbdas)

@@ -11,12 +11,6 @@ Override keys: model=PATH, source=SOURCE (any --calibrate source), method=global
 target=transparent|kl<=X|..., samples=N. Fidelity (DESIGN.md §6) on the benchmark's held-out inputs.
 """
 
-from experiments.configs._calibrated import make_config, sweep_over
-from experiments.configs._shared_models import model_path
+from experiments.configs._calibrated import shared_model
 
-
-def get_config(arg: str | None = None):
-    return make_config(model_path("minilm_l6_v2.onnx"), "text", "embedding", 6e-10, arg)
-
-
-sweep = sweep_over((1.5e-10, 3e-10, 6e-10, 1.2e-9))
+get_config, sweep = shared_model("minilm")

@@ -11,12 +11,6 @@ Override keys: model=PATH, source=SOURCE (any --calibrate source), method=global
 target=transparent|kl<=X|..., samples=N. Fidelity (DESIGN.md §6) on the benchmark's held-out inputs.
 """
 
-from experiments.configs._calibrated import make_config, sweep_over
-from experiments.configs._shared_models import model_path
+from experiments.configs._calibrated import shared_model
 
-
-def get_config(arg: str | None = None):
-    return make_config(model_path("mobilenet_v2.onnx"), "images", "classifier", 1.6e-8, arg)
-
-
-sweep = sweep_over((4e-9, 8e-9, 1.6e-8, 3.2e-8))
+get_config, sweep = shared_model("mobilenet_v2")

@@ -117,10 +117,11 @@ def _constant_producers(model: onnx.ModelProto, names: set[str], constants: set[
     return [model.graph.node[index] for index in sorted(needed)]
 
 
-def crossing_counts(model: onnx.ModelProto) -> list[list[str]]:
+def crossing_counts(model: onnx.ModelProto, constants: set[str] | None = None) -> list[list[str]]:
     """For every cut 0..len(nodes), the activations crossing it (see the module docstring)."""
     graph = model.graph
-    initializers = {tensor.name for tensor in graph.initializer} | constant_values(model)
+    constants = constants if constants is not None else constant_values(model)
+    initializers = {tensor.name for tensor in graph.initializer} | constants
     graph_inputs = {value.name for value in graph.input} - initializers
     nodes = list(graph.node)
     produced_at: dict[str, int] = {}
@@ -162,8 +163,8 @@ def partition(model: onnx.ModelProto, target_blocks: int = 8, min_params: int | 
     nodes = list(model.graph.node)
     if not nodes:
         raise ValueError("the graph has no nodes")
-    crossings = crossing_counts(model)
     constants = constant_values(model)
+    crossings = crossing_counts(model, constants)
     dependent = weight_dependent(model)
     # boundaries are counted in activations that carry weights' effects; shape-only values (a BERT
     # mask expanded to the hidden states' shape) cross too, as extra block inputs, but do not count
@@ -212,14 +213,14 @@ def _value_infos(model: onnx.ModelProto) -> dict[str, onnx.ValueInfoProto]:
     return infos
 
 
-def block_model(model: onnx.ModelProto, block: Block, infos: Mapping[str, onnx.ValueInfoProto] | None = None
-                ) -> onnx.ModelProto:
+def block_model(model: onnx.ModelProto, block: Block, infos: Mapping[str, onnx.ValueInfoProto] | None = None,
+                constants: set[str] | None = None) -> onnx.ModelProto:
     """The block as a standalone ONNX model (same opsets), runnable by onnxruntime or nnlc.graph."""
     infos = infos if infos is not None else _value_infos(model)
+    constants = constants if constants is not None else constant_values(model)
     nodes = list(model.graph.node[block.start:block.end])
     produced = {name for node in nodes for name in node.output}
     reads = set().union(*(node_reads(node) for node in nodes))
-    constants = constant_values(model)
     borrowed = _constant_producers(model, {n for n in reads - produced if n in constants}, constants)
     nodes = [node for node in borrowed if not set(node.output) & produced] + nodes
     reads = set().union(*(node_reads(node) for node in nodes))
@@ -238,8 +239,8 @@ def block_model(model: onnx.ModelProto, block: Block, infos: Mapping[str, onnx.V
 
 
 def block_models(model: onnx.ModelProto, blocks: Sequence[Block]) -> list[onnx.ModelProto]:
-    infos = _value_infos(model)
-    return [block_model(model, block, infos) for block in blocks]
+    infos, constants = _value_infos(model), constant_values(model)
+    return [block_model(model, block, infos, constants) for block in blocks]
 
 
 def run_blocks(models: Sequence[onnx.ModelProto], blocks: Sequence[Block], feeds: Mapping[str, np.ndarray],

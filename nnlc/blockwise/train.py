@@ -151,34 +151,29 @@ def refine(calibrator, point, options: BlockwiseOptions = BlockwiseOptions(), ch
             fixed = {name: np.asarray(value) for name, value in originals.items() if name not in trained}
             block_started = time.perf_counter()
 
-            def run(weights, values):
-                return apply(weights, {name: values[name] for name in block.inputs})
-
             jitted = jax.jit(lambda weights, inputs: apply(weights, inputs))
+
+            def advance(cached: list[dict], weights) -> list[dict]:
+                """Adds the block's outputs (under `weights`) to every feed's cached values; returns them."""
+                outputs = [jitted(weights, {n: values[n] for n in block.inputs}) for values in cached]
+                for values, out in zip(cached, outputs, strict=True):
+                    values.update({k: np.asarray(out[k]) for k in block.outputs})
+                return outputs
+
             resumed = _load_block(checkpoint_dir, block.index) if checkpoint_dir and trained else None
             if resumed is not None:  # finished before a crash: its integers, then on to its outputs
                 loaded, report = resumed
                 symbols.update({name: np.asarray(value, np.int64) for name, value in loaded.items()})
                 reports.append(report)
-                for values in original:
-                    out = jitted(originals, {n: values[n] for n in block.inputs})
-                    values.update({k: np.asarray(out[k]) for k in block.outputs})
-                weights = {**fixed, **{n: decoded(n) for n in trained}}
-                for values in compressed:
-                    out = jitted(weights, {n: values[n] for n in block.inputs})
-                    values.update({k: np.asarray(out[k]) for k in block.outputs})
+                advance(original, originals)
+                advance(compressed, {**fixed, **{n: decoded(n) for n in trained}})
                 phase.step(f"block {block.index} (resumed from {checkpoint_dir})")
                 continue
-            targets = [jitted(originals, {n: v[n] for n in block.inputs}) for v in original]
-            for values, out in zip(original, targets, strict=True):
-                values.update({k: np.asarray(out[k]) for k in block.outputs})
+            targets = advance(original, originals)
             # the distortion looks at the float outputs (masks and shapes may cross too)
             measured = [k for k in block.outputs if np.asarray(targets[0][k]).dtype.kind == "f"] if targets else []
             if not trained or not measured:
-                for values in compressed:
-                    weights = {**fixed, **{n: decoded(n) for n in trained}}
-                    out = jitted(weights, {n: values[n] for n in block.inputs})
-                    values.update({k: np.asarray(out[k]) for k in block.outputs})
+                advance(compressed, {**fixed, **{n: decoded(n) for n in trained}})
                 phase.step(f"block {block.index} (no trained weights)")
                 continue
             energy = float(np.mean([np.mean([np.mean(np.square(np.asarray(t[k], np.float64))) for k in measured])
@@ -255,10 +250,7 @@ def refine(calibrator, point, options: BlockwiseOptions = BlockwiseOptions(), ch
                     symbols[n] = new
             else:
                 end_loss, end_bits = start_loss, start_bits
-            weights = {**fixed, **{n: decoded(n) for n in trained}}
-            for values in compressed:
-                out = jitted(weights, {n: values[n] for n in block.inputs})
-                values.update({k: np.asarray(out[k]) for k in block.outputs})
+            advance(compressed, {**fixed, **{n: decoded(n) for n in trained}})
             reports.append(BlockReport(block.index, trained, int(sum(symbols[n].size for n in trained)), weight,
                                        float(start_loss), float(end_loss), float(start_bits), float(end_bits),
                                        changed, time.perf_counter() - block_started))

@@ -136,17 +136,18 @@ class Calibrator:
         self._measure_sensitivities()
         self.setup_seconds = time.perf_counter() - start
 
+    def _outputs(self, streams: list, feeds: list, weights: Mapping[str, np.ndarray]) -> list[list[np.ndarray]]:
+        if streams:
+            return [self.session.run_stream(stream, weights) for stream in streams]
+        return self.session.run_all(feeds, weights)
+
     def holdout_outputs(self, weights: Mapping[str, np.ndarray]) -> list[list[np.ndarray]]:
         """The network's outputs on the hold-out (free-running streams for stateful networks)."""
-        if self.holdout_streams:
-            return [self.session.run_stream(stream, weights) for stream in self.holdout_streams]
-        return self.session.run_all(self.holdout_feeds, weights)
+        return self._outputs(self.holdout_streams, self.holdout_feeds, weights)
 
     def probe_outputs(self, weights: Mapping[str, np.ndarray]) -> list[list[np.ndarray]]:
         """The network's outputs on the sensitivity feeds (free-running optimisation clips when stateful)."""
-        if self.probe_streams:
-            return [self.session.run_stream(stream, weights) for stream in self.probe_streams]
-        return self.session.run_all(self.sensitivity_feeds, weights)
+        return self._outputs(self.probe_streams, self.sensitivity_feeds, weights)
 
     # -- measurements -------------------------------------------------------------------------------
 

@@ -18,13 +18,13 @@ import time
 from typing import Any
 
 import ml_collections
-import onnx
 
 from nnlc import onnx_io
 from nnlc.calibrated.analysis import write_analysis
 from nnlc.calibrated.api import compress_calibrated
 from nnlc.calibrated.compress import CalibratedOptions
 from nnlc.calibration import CalibrationOptions
+from nnlc.calibration.base import parse_floats
 from nnlc.decoder.files import atomic_write
 
 
@@ -48,16 +48,12 @@ def calibrated_config(model: str, source: str, evaluation: str, lmbda: float) ->
     return config
 
 
-def _floats(text: str) -> tuple[float, ...] | None:
-    text = str(text).strip()
-    return tuple(float(v) for v in text.replace(",", ";").split(";") if v.strip()) if text else None
-
-
 def calibration_options(config: Any) -> CalibrationOptions:
     c = config.calibration
     return CalibrationOptions(samples=int(c.samples), holdout_fraction=float(c.holdout_fraction), seed=int(c.seed),
-                              image_size=int(c.image_size) or None, image_mean=_floats(c.image_mean),
-                              image_std=_floats(c.image_std), layout=c.layout or None,
+                              image_size=int(c.image_size) or None,
+                              image_mean=parse_floats(c.image_mean, "image_mean"),
+                              image_std=parse_floats(c.image_std, "image_std"), layout=c.layout or None,
                               sample_rate=int(c.sample_rate) or None, tokenizer=c.tokenizer or None,
                               max_length=int(c.max_length))
 
@@ -109,7 +105,7 @@ def run_calibrated(config: Any, workdir: str, quiet: bool = False) -> dict:
     atomic_write(os.path.join(workdir, "decoded.onnx"), decoded.SerializeToString())
     original_path = os.path.join(workdir, "original.onnx")
     if not os.path.exists(original_path):
-        atomic_write(original_path, onnx.load(config.model).SerializeToString())
+        atomic_write(original_path, model.SerializeToString())
     summary = result.summary()
     write_analysis(workdir, result.rows, summary)
     float_bytes = sum(4 * row["params"] for row in result.rows if row["mode"] != "integer")

@@ -48,6 +48,20 @@ class CalibrationOptions:
     max_length: int = 128
 
 
+def parse_floats(values: str | Sequence[str] | None, what: str) -> tuple[float, ...] | None:
+    """Per-channel values such as --image_mean: a list of strings, or one string split at ',' or ';'."""
+    if values is None:
+        return None
+    if isinstance(values, str):
+        values = [v for v in values.replace(";", ",").split(",") if v.strip()]
+    if not values:
+        return None
+    try:
+        return tuple(float(v) for v in values)
+    except ValueError:
+        raise CalibrationError(f"{what}: comma-separated numbers expected, got {','.join(values)!r}") from None
+
+
 def _count_rows(feed: Feed) -> int:
     for value in feed.values():
         if np.ndim(value) >= 1:
