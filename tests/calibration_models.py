@@ -76,6 +76,29 @@ def stateful_model(hidden=4):
     return _model(nodes, inputs, outputs, inits, opset=13)
 
 
+def branched_stateful_model(hidden=4):
+    """`stateful_model` with a network per sample rate, like silero_vad.onnx: If(sr == 16000) picks a
+    branch whose output also says which ran (mean(stateN) + 1 at 16 kHz, + 2 at 8 kHz)."""
+    def branch(offset):
+        nodes = [helper.make_node("ReduceMean", ["input"], [f"m{offset}"], axes=[1], keepdims=1),
+                 helper.make_node("Mul", ["state", "decay"], [f"sd{offset}"]),
+                 helper.make_node("Add", [f"sd{offset}", f"m{offset}"], [f"s{offset}"]),
+                 helper.make_node("Tanh", [f"s{offset}"], [f"state{offset}"]),
+                 helper.make_node("ReduceMean", [f"state{offset}"], [f"r{offset}"], axes=[0, 2], keepdims=0),
+                 helper.make_node("Constant", [], [f"c{offset}"], value=numpy_helper.from_array(
+                     np.array(float(offset), np.float32))),
+                 helper.make_node("Add", [f"r{offset}", f"c{offset}"], [f"out{offset}"])]
+        return helper.make_graph(nodes, f"rate{offset}", [], [_out(f"out{offset}", 1), _out(f"state{offset}", 3)])
+    inits = [numpy_helper.from_array(np.array(0.9, np.float32), "decay"),
+             numpy_helper.from_array(np.array(16000, np.int64), "rate16k")]
+    nodes = [helper.make_node("Equal", ["sr", "rate16k"], ["is16k"]),
+             helper.make_node("If", ["is16k"], ["output", "stateN"], then_branch=branch(1), else_branch=branch(2))]
+    inputs = [helper.make_tensor_value_info("input", TensorProto.FLOAT, [None, None]),
+              helper.make_tensor_value_info("state", TensorProto.FLOAT, [2, None, hidden]),
+              helper.make_tensor_value_info("sr", TensorProto.INT64, [])]
+    return _model(nodes, inputs, [_out("output", 1), _out("stateN", 3)], inits, opset=13)
+
+
 def text_model(names=("input_ids", "attention_mask", "token_type_ids"), seq=None, dtype=TensorProto.INT64):
     """Integer text inputs [batch, seq] -> the float sum of them."""
     nodes, last = [], None

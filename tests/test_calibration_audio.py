@@ -82,6 +82,30 @@ def test_stateful_model_states_come_from_the_original(tmp_path):
     calibration_models.run_all(model, calibration.optimise + calibration.holdout)
 
 
+def test_model_with_a_branch_per_rate_is_calibrated_at_16_and_8_khz(tmp_path):
+    folder, clips = _clips(tmp_path / "wavs")
+    model = calibration_models.branched_stateful_model()
+    calibration = load_calibration(str(folder), model, CalibrationOptions(samples=24, batch_size=4))
+    assert "at 16000 Hz" in calibration.description and "at 8000 Hz" in calibration.description
+    session = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    widths = {16000: 576, 8000: 288}
+    for feed in calibration.optimise + calibration.holdout:
+        rate = int(feed["sr"])
+        assert feed["input"].shape[1] == widths[rate]
+        output = session.run(None, {"input": feed["input"], "state": feed["state"], "sr": feed["sr"]})[0]
+        assert np.all(output > (1.0 if rate == 16000 else 2.0) - 1)  # the rate's own branch ran
+    rates = lambda streams: sorted(int(s.constants["sr"]) for s in streams)  # noqa: E731
+    assert rates(calibration.holdout_streams).count(8000) == rates(calibration.holdout_streams).count(16000) >= 1
+    assert 8000 in rates(calibration.optimise_streams) and 16000 in rates(calibration.optimise_streams)
+    for stream in calibration.holdout_streams:
+        assert all(frame.shape == (1, widths[int(stream.constants["sr"])]) for frame in stream.frames)
+    eight = [s for s in calibration.holdout_streams if int(s.constants["sr"]) == 8000]
+    sixteen = [s for s in calibration.holdout_streams if int(s.constants["sr"]) == 16000]
+    assert [len(s.frames) for s in eight] == [len(s.frames) for s in sixteen]  # the same clips, resampled
+    only = load_calibration(str(folder), model, CalibrationOptions(samples=24, batch_size=4, sample_rate=8000))
+    assert {int(feed["sr"]) for feed in only.optimise + only.holdout} == {8000}
+
+
 @pytest.mark.parametrize("dims", [(None, 400), (400,), (None, 1, 400)])
 def test_plain_model_gets_fixed_windows(tmp_path, dims):
     folder, _ = _clips(tmp_path / "wavs", count=4)
@@ -129,6 +153,8 @@ def test_too_short_audio_and_unsuitable_models(tmp_path):
         load_calibration(str(folder), calibration_models.text_model())
     with pytest.raises(CalibrationError, match="16000 Hz only"):
         load_calibration(str(folder), calibration_models.sequence_model(), CalibrationOptions(sample_rate=8000))
+    with pytest.raises(CalibrationError, match="16000 or 8000 Hz, not 22050"):
+        load_calibration(str(folder), calibration_models.stateful_model(), CalibrationOptions(sample_rate=22050))
     data_audio.write_wav(folder / "empty.wav", np.zeros(0))
     with pytest.raises(CalibrationError, match="empty.wav: no audio samples"):
         load_calibration(str(folder), calibration_models.sequence_model())

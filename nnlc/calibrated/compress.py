@@ -104,7 +104,7 @@ class Calibrator:
         candidates = [item for item in self.plan if item.mode == encoder.QUANTIZED
                       and not getattr(item, "exact", False)]
         self.layers, tapped_model = find_layers(model)
-        taps = sorted({tap for layer in self.layers.values() for tap in layer.taps if tap})
+        taps = sorted({tap for layer in self.layers.values() for tap in layer.all_taps})
         feed_names = {name for feeds in calibration.optimise[:1] for name in feeds}
         taps = [tap for tap in taps if tap not in feed_names]
         self.session = WeightFedSession(tapped_model, [item.record.name for item in candidates], taps,
@@ -153,7 +153,7 @@ class Calibrator:
 
     def _collect_hessians(self, layers: list[Layer], weights: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         accumulators = {layer.name: HessianAccumulator(layer) for layer in layers}
-        taps = sorted({tap for layer in layers for tap in layer.taps if tap and tap in self.session.taps})
+        taps = sorted({tap for layer in layers for tap in layer.all_taps if tap in self.session.taps})
         with Phase("activations", len(self.optimise_feeds), self.options.quiet) as phase:
             for feeds in self.optimise_feeds:
                 values = dict(zip(taps, self.session.run(feeds, weights, taps), strict=True)) if taps else {}

@@ -10,7 +10,9 @@ Three model formats:
   a sample is a frame.
 - stateful (inputs `input`, `state`, `sr`, like `silero_vad`): the ORIGINAL model is run frame by
   frame over each clip (onnxruntime) and each sample is one frame with the state the original had
-  before it (teacher forcing); frames are batched along the state's dynamic batch axis.
+  before it (teacher forcing); frames are batched along the state's dynamic batch axis. A model
+  that branches on `sr` (an `If`) is calibrated at 16 and 8 kHz (clips resampled), so both of its
+  networks are measured and checked; `sample_rate` picks one.
 - generic: one float input whose last dim is the fixed window length L ([L], [B, L] or
   [B, 1, L]): clips are cut into non-overlapping windows of L (a shorter clip is zero-padded).
 
@@ -117,7 +119,34 @@ def _state_output(session) -> int:
     return names.index("stateN") if "stateN" in names else -1
 
 
-def _stateful_set(clips, model, specs, options, where, progress):
+def stateful_rates(model: onnx.ModelProto, options: CalibrationOptions) -> tuple[int, ...]:
+    """Sample rates a stateful Silero model is calibrated at: `sample_rate` when given, else 16 kHz,
+    and 8 kHz too when the main graph branches (an `If`: silero_vad.onnx holds a network per rate,
+    chosen by `sr`), so that every branch's weights are measured and checked."""
+    if options.sample_rate:
+        return (int(options.sample_rate),)
+    if any(node.op_type == "If" for node in model.graph.node):
+        return (SILERO_RATE, SILERO_RATE // 2)
+    return (SILERO_RATE,)
+
+
+def merge_sets(sets: list[CalibrationSet]) -> CalibrationSet:
+    """One set holding the feeds, hold-out and streams of `sets` (e.g. one per sample rate)."""
+    if len(sets) == 1:
+        return sets[0]
+    merged = CalibrationSet([], [], sets[0].description, sets[0].sequential)
+    for part in sets:
+        merged.optimise += part.optimise
+        merged.holdout += part.holdout
+        merged.optimise_counts += part.optimise_counts
+        merged.holdout_counts += part.holdout_counts
+        merged.holdout_streams += part.holdout_streams
+        merged.optimise_streams += part.optimise_streams
+        merged.holdout_groups = sorted(set(merged.holdout_groups) | set(part.holdout_groups))
+    return merged
+
+
+def _stateful_set(clips, model, specs, options, where, progress, rate: int = SILERO_RATE):
     from nnlc.fidelity import make_session
 
     by_name = {spec.name: spec for spec in specs}
@@ -129,9 +158,13 @@ def _stateful_set(clips, model, specs, options, where, progress):
         axis = next((i for i, d in enumerate(state_spec.dims) if d == 1), None)
         if axis is None:
             raise CalibrationError(f"{where}: input 'state' {state_spec.describe()} has no batch axis")
-    context = not (input_spec.dims and input_spec.dims[-1] == data_audio.CHUNK_SAMPLES)
+    try:
+        chunk, _ = data_audio.silero_chunk(rate)
+    except ValueError as error:
+        raise CalibrationError(f"{where}: {error}") from None
+    context = not (input_spec.dims and input_spec.dims[-1] == chunk)
     sr_shape = _shape(by_name["sr"])
-    sr = np.full(sr_shape, options.sample_rate or SILERO_RATE, dtype=by_name["sr"].dtype)
+    sr = np.full(sr_shape, rate, dtype=by_name["sr"].dtype)
     try:
         session = make_session(model)
     except Exception as error:
@@ -142,7 +175,7 @@ def _stateful_set(clips, model, specs, options, where, progress):
     for index, (_, samples) in enumerate(clips):
         state = np.zeros(_shape(state_spec), np.float32)
         clip_frames.append([])
-        for frame in data_audio.stateful_frames(samples, context):
+        for frame in data_audio.stateful_frames(samples, context, rate):
             clip_frames[-1].append(frame)
             rows.append(frame[0])
             states.append(np.take(state, 0, axis=axis))
@@ -159,9 +192,9 @@ def _stateful_set(clips, model, specs, options, where, progress):
                     raise CalibrationError(f"{where}: no model output has the shape of 'state' "
                                            f"{list(state.shape)} (expected one named 'stateN')")
             state = np.asarray(outputs[state_index], np.float32)
-        report(progress, index + 1, len(clips), "calibration clips (original model)")
+        report(progress, index + 1, len(clips), f"calibration clips at {rate} Hz (original model)")
     if not rows:
-        raise CalibrationError(f"{where}: no clip holds a whole {data_audio.CHUNK_SAMPLES}-sample frame")
+        raise CalibrationError(f"{where}: no clip holds a whole {chunk}-sample frame at {rate} Hz")
     keep = subsample(len(rows), options.samples, np.random.default_rng([options.seed, 0]))
     samples = Samples(len(keep), np.asarray(groups)[keep],
                       {"input": np.stack(rows)[keep], "state": np.stack(states)[keep]},
@@ -176,7 +209,8 @@ def _stateful_set(clips, model, specs, options, where, progress):
     used = sorted(set(int(g) for g in np.asarray(groups)[keep]) - set(held)) if held else []
     result.optimise_streams = [stream(g) for g in used]
     streams = f", hold-out checked free-running on {len(held)} whole clips" if held else ""
-    return result, by_group, f"{len(rows)} frames, {len(keep)} used, states from the original model{streams}"
+    return result, by_group, (f"{len(rows)} frames at {rate} Hz, {len(keep)} used, states from the original "
+                              f"model{streams}")
 
 
 def _generic_set(clips, specs, options, where):
@@ -213,13 +247,19 @@ def calibration_from_clips(clips: list[tuple[str, np.ndarray]], model: onnx.Mode
     """The set for (name, samples at the target rate) clips, and what it holds ('320 frames ...')."""
     specs = input_specs(model)
     rate = options.sample_rate or SILERO_RATE
-    silero = is_sequence_model(specs) or is_stateful_model(specs)
-    if silero and rate != SILERO_RATE:
-        raise CalibrationError(f"{where}: Silero framing here is {SILERO_RATE} Hz only, not {rate}")
+    if is_sequence_model(specs) and rate != SILERO_RATE:
+        raise CalibrationError(f"{where}: the Silero sequence model runs at {SILERO_RATE} Hz only, not {rate}")
     if is_sequence_model(specs):
         result, by_group, what = _sequence_set(clips, specs, options, where)
     elif is_stateful_model(specs):
-        result, by_group, what = _stateful_set(clips, model, specs, options, where, progress)
+        parts, notes = [], []
+        for stream_rate in stateful_rates(model, options):
+            resampled = clips if stream_rate == rate else \
+                [(name, resample(samples, rate, stream_rate)) for name, samples in clips]
+            part, by_group, what = _stateful_set(resampled, model, specs, options, where, progress, stream_rate)
+            parts.append(part)
+            notes.append(what)
+        result, what = merge_sets(parts), "; ".join(notes)
     else:
         result, by_group, what = _generic_set(clips, specs, options, where)
     return result, f"{what} {split_note(result, by_group, 'clip')}"

@@ -190,11 +190,26 @@ def sequence_input(samples: np.ndarray) -> np.ndarray:
     return padded[starts[:, None] + np.arange(window)[None, :]]
 
 
-def stateful_frames(samples: np.ndarray, context: bool = True) -> np.ndarray:
-    """Per-call inputs of `silero_vad`: [T, 1, 576] (with context, as the model needs) or
-    [T, 1, 512] (bare chunks)."""
-    rows = sequence_input(samples)
-    return rows[:, None, :] if context else rows[:, None, CONTEXT_SAMPLES:]
+def silero_chunk(rate: int = SAMPLE_RATE) -> tuple[int, int]:
+    """(new samples, context samples) of one `silero_vad` call at `rate`: 512 + 64 at 16 kHz,
+    256 + 32 at 8 kHz (the two rates the model has branches for)."""
+    if rate == SAMPLE_RATE:
+        return CHUNK_SAMPLES, CONTEXT_SAMPLES
+    if rate == SAMPLE_RATE // 2:
+        return CHUNK_SAMPLES // 2, CONTEXT_SAMPLES // 2
+    raise ValueError(f"silero_vad runs at 16000 or 8000 Hz, not {rate}")
+
+
+def stateful_frames(samples: np.ndarray, context: bool = True, rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Per-call inputs of `silero_vad` at `rate`: [T, 1, 576] at 16 kHz (with context, as the model
+    needs; [T, 1, 288] at 8 kHz) or the bare chunks [T, 1, 512] ([T, 1, 256])."""
+    chunk, context_samples = silero_chunk(rate)
+    count = len(samples) // chunk
+    padded = np.concatenate([np.zeros(context_samples, np.float32),
+                             np.asarray(samples, np.float32)[:count * chunk]])
+    starts = np.arange(count) * chunk
+    rows = padded[starts[:, None] + np.arange(context_samples + chunk)[None, :]]
+    return rows[:, None, :] if context else rows[:, None, context_samples:]
 
 
 def initial_lstm_state() -> tuple[np.ndarray, np.ndarray]:
