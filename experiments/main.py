@@ -5,7 +5,9 @@
 
 Re-running a finished workdir does nothing; an interrupted one resumes from its last checkpoint.
 Configs with `stages = "calibrated"` (experiments/configs/*_calibrated.py) run the calibrated stage
-(nnlc.calibrated: equal-slope steps + OPTQ from calibration inputs, minutes on a CPU) instead.
+(nnlc.calibrated: equal-slope steps + OPTQ from calibration inputs, minutes on a CPU) instead;
+"blockwise" adds block-wise training; "calibrated+end_to_end" / "blockwise+end_to_end" then train
+end to end from that point (nnlc.calibrated.experiment.run_stages).
 """
 
 from __future__ import annotations
@@ -30,10 +32,10 @@ def main(argv: list[str]) -> None:
     if os.path.exists(result_path):
         print(f"{FLAGS.workdir} is finished: {result_path}")
         return
-    if FLAGS.config.get("stages", "end_to_end") in ("calibrated", "blockwise"):
-        from nnlc.calibrated.experiment import run_calibrated
+    if FLAGS.config.get("stages", "end_to_end") != "end_to_end":
+        from nnlc.calibrated.experiment import run_stages
 
-        result = run_calibrated(FLAGS.config, FLAGS.workdir)
+        result = run_stages(FLAGS.config, FLAGS.workdir)
     else:
         from nnlc.training.loop import train_and_evaluate
 

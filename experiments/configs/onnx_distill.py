@@ -18,6 +18,10 @@ image_std=0.502;0.502;0.502,target=transparent
 
 (`calibrate=` any `nnlc compress --calibrate` source; `lmbda=X` instead of a target; `eval=` the
 fidelity kind on the benchmark inputs, default auto.)
+
+`stages=blockwise+end_to_end` (or `calibrated+end_to_end`) runs that stage in WORKDIR/blockwise, then
+the end-to-end trainer from its steps and integers (scalar decoders; `lmbda` is then the trainer's,
+`start_lmbda` or `target` the start's; `num_steps`, `learning_rate_latents`, `inputs` as above).
 """
 
 from experiments.configs._shared_models import parse_arg
@@ -50,14 +54,46 @@ def calibrated_stages_config(options: dict):
     return config
 
 
+def chained_config(options: dict):
+    """`stages=calibrated+end_to_end|blockwise+end_to_end`: the trainer's config (scalar decoders, so
+    it can hold the start's steps and integers exactly) plus the calibrated stage's keys; the start
+    searches `target` (default transparent) or uses `start_lmbda`; `inputs` (the trainer's data)
+    defaults to the calibration source when that is a built-in one (images, audio, text, gaussian)."""
+    start_options = {key: value for key, value in options.items() if key not in ("lmbda", "start_lmbda")}
+    if "start_lmbda" in options:  # the start's lambda (the trainer's is `lmbda`)
+        start_options["lmbda"] = options["start_lmbda"]
+    start = calibrated_stages_config({**start_options, "stages": options["stages"].partition("+")[0]})
+    source = start.calibration.source
+    config = trainer_config({**options, "inputs": options.get(
+        "inputs", source if source in ("images", "audio", "text", "gaussian") else "gaussian")})
+    config.stages = options["stages"]
+    for key in ("calibration", "calibrated", "blockwise", "target"):
+        config[key] = start[key]
+    config.start_lmbda = float(options.get("start_lmbda", 1e-8))
+    if "lmbda" in options:
+        config.lmbda = float(options["lmbda"])
+    config.reparam.conv_decoder = config.reparam.dense_decoder = config.reparam.bias_decoder = "scalar"
+    config.learning_rate_latents = float(options.get("learning_rate_latents", 0.01))
+    config.num_steps = int(options.get("num_steps", 300))
+    return config
+
+
 def get_config(arg: str | None = None):
     options = parse_arg(arg)
     if "model" not in options:
         raise ValueError("give the model: --config=experiments/configs/onnx_distill.py:model=PATH,inputs=KIND")
     if options.get("stages") in ("calibrated", "blockwise"):
         return calibrated_stages_config(options)
+    if options.get("stages") in ("calibrated+end_to_end", "blockwise+end_to_end"):
+        return chained_config(options)
     if options.get("stages", "end_to_end") != "end_to_end":
-        raise ValueError(f"stages={options['stages']}: calibrated, blockwise or end_to_end")
+        raise ValueError(f"stages={options['stages']}: calibrated, blockwise, calibrated+end_to_end, "
+                         "blockwise+end_to_end or end_to_end")
+    return trainer_config(options)
+
+
+def trainer_config(options: dict):
+    """The end-to-end trainer on any ONNX file (stages=end_to_end, the default)."""
     inputs = options.get("inputs", "gaussian")
     config = base_config()
     config.model = options["model"]

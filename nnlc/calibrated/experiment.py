@@ -70,20 +70,65 @@ def _write_json(path: str, data: Any) -> None:
     atomic_write(path, json.dumps(data, indent=1, default=float).encode())
 
 
-def run_calibrated(config: Any, workdir: str, quiet: bool = False) -> dict:
-    """One calibrated point of `config` in `workdir`; returns (and writes, last) result.json."""
+STAGES = ("calibrated", "blockwise", "calibrated+end_to_end", "blockwise+end_to_end", "end_to_end")
+
+
+def run_stages(config: Any, workdir: str, quiet: bool = False) -> dict:
+    """The stages `config.stages` names, each starting from the one before (issue 12, deliverable 3).
+
+    "calibrated" / "blockwise": `run_calibrated` in `workdir`. "calibrated+end_to_end" /
+    "blockwise+end_to_end": that stage in `workdir/<stage>` (its own result.json and start.npz; a
+    finished one is reused), then the end-to-end trainer (`nnlc.training.loop`) in `workdir` from its
+    point (`config.start_from`; the config holds the trainer's keys too, with scalar decoders).
+    "end_to_end": the trainer alone, from its own start.
+    """
+    stages = config.get("stages", "end_to_end")
+    if stages not in STAGES:
+        raise ValueError(f"stages={stages!r}: one of {', '.join(STAGES)}")
+    first, _, then = stages.partition("+")
+    if first == "end_to_end":
+        from nnlc.training.loop import train_and_evaluate
+
+        return train_and_evaluate(config, workdir)
+    if not then:
+        return run_calibrated(config, workdir, quiet, stage=first)
+    from nnlc.training.loop import train_and_evaluate
+
+    start_dir = os.path.join(workdir, first)
+    start_result = os.path.join(start_dir, "result.json")
+    if os.path.exists(start_result):
+        with open(start_result) as handle:
+            before = json.load(handle)
+    else:
+        before = run_calibrated(config, start_dir, quiet, stage=first)
+    config.start_from = os.path.join(start_dir, START_FILE)
+    result = train_and_evaluate(config, workdir)
+    result["start_stage"] = {key: before.get(key) for key in ("stage", "lmbda", "bytes", "bits_per_param",
+                                                              "evaluation", "compress_s")}
+    _write_json(os.path.join(workdir, "result.json"), result)
+    return result
+
+
+START_FILE = "start.npz"  # the point's steps and integers, for the end-to-end trainer (nnlc.training.start)
+
+
+def run_calibrated(config: Any, workdir: str, quiet: bool = False, stage: str | None = None) -> dict:
+    """One calibrated (or block-wise: `stage`, default `config.stages`) point of `config` in
+    `workdir`; returns (and writes, last) result.json, after start.npz."""
     from nnlc.decoder import decode_bitstream
     from nnlc.training.evaluation import evaluate
+    from nnlc.training.start import save_start
 
+    stage = stage or config.stages
     os.makedirs(workdir, exist_ok=True)
     _write_json(os.path.join(workdir, "config.json"), config.to_dict())
     started = time.perf_counter()
     model = onnx_io.load_model(config.model)
     result = compress_calibrated(model, config.calibration.source, calibration_options(config),
                                  calibrated_options(config, quiet), target=config.target or None,
-                                 lmbda=None if config.target else float(config.lmbda))
+                                 lmbda=None if config.target else float(config.get("start_lmbda", config.lmbda)))
     blockwise = None
-    if config.stages == "blockwise":
+    if stage == "blockwise":
         from nnlc.blockwise.train import BlockwiseOptions, refine, summary as block_summary
 
         b = config.blockwise
@@ -97,10 +142,11 @@ def run_calibrated(config: Any, workdir: str, quiet: bool = False) -> dict:
                      "blocks": block_summary(reports)}
         encoded = result.calibrator.encode(refined)
         result = dataclasses.replace(result, bitstream=encoded.bitstream, encoded=encoded, point=refined)
-    elif config.stages != "calibrated":
-        raise ValueError(f"stages {config.stages!r}: calibrated or blockwise here (end_to_end: the trainer)")
+    elif stage != "calibrated":
+        raise ValueError(f"stage {stage!r}: calibrated or blockwise here (end_to_end: the trainer)")
     compress_s = time.perf_counter() - started
     atomic_write(os.path.join(workdir, "model.nnlc"), result.bitstream)
+    save_start(os.path.join(workdir, START_FILE), result.point.steps, result.point.symbols)
     decoded = decode_bitstream(result.bitstream)
     atomic_write(os.path.join(workdir, "decoded.onnx"), decoded.SerializeToString())
     original_path = os.path.join(workdir, "original.onnx")
@@ -110,7 +156,7 @@ def run_calibrated(config: Any, workdir: str, quiet: bool = False) -> dict:
     write_analysis(workdir, result.rows, summary)
     float_bytes = sum(4 * row["params"] for row in result.rows if row["mode"] != "integer")
     float_params = float_bytes // 4
-    output = {"stage": config.stages, "lmbda": result.point.lmbda, "bytes": result.encoded.total_bytes,
+    output = {"stage": stage, "lmbda": result.point.lmbda, "bytes": result.encoded.total_bytes,
               "float_bytes": float_bytes, "ratio": result.encoded.total_bytes / max(1, float_bytes),
               "bits_per_param": 8 * result.encoded.total_bytes / max(1, float_params),
               "holdout_fidelity": summary["holdout_fidelity"], "calibration": summary["calibration"],

@@ -36,6 +36,8 @@ def base_config() -> ml_collections.ConfigDict:
     config.evaluation = "none"  # none | digits_accuracy | classifier | vad | vad_stateful | embedding
     config.evaluation_options = ml_collections.ConfigDict()
     config.distributed = False  # multi-host: call jax.distributed.initialize()
+    # a calibrated / block-wise workdir's start.npz: train from that point (scalar decoders; nnlc.training.start)
+    config.start_from = ""
     config.reparam = ml_collections.ConfigDict({
         "conv_decoder": "dct",  # dct | channel | scalar, for k x k (k > 1) conv kernels
         "dense_decoder": "channel",  # channel | scalar, for dense, embedding, recurrent, 1x1 conv

@@ -100,6 +100,11 @@ def train_and_evaluate(config: Any, workdir: str, stop_after: int | None = None)
     rng = jax.random.key(config.seed)
     init_rng, train_rng = jax.random.split(rng)
     problem, params = build_problem(model, config, init_rng)
+    if config.get("start_from", ""):  # the calibrated / block-wise point (nnlc.training.start)
+        from nnlc.training.start import apply_start, load_start
+
+        params, start_report = apply_start(problem, params, *load_start(config.start_from))
+        print(f"{config.start_from}: {start_report.line()}", flush=True)
     fixed_items = final_encode.fixed_tensor_plan(model, set(problem.fixed_weights), config.fixed_qp)
     problem.fixed_weights.update({k: v for k, v in final_encode.decoded_fixed_values(fixed_items).items()
                                   if k in problem.fixed_weights})
