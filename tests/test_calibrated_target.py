@@ -2,6 +2,8 @@
 
 import math
 
+import numpy as np
+
 import pytest
 
 from nnlc.calibrated.target import (
@@ -80,3 +82,21 @@ def test_search_recomputes_the_winner_when_its_integers_were_dropped():
 
     result = search_lambda(evaluate, parse_target("transparent"), 0.001, bisections=0, quiet=True)
     assert result.best.lmbda == pytest.approx(0.004) and result.best.point == ("point", pytest.approx(0.004))
+
+
+def test_a_grouped_hold_out_must_meet_the_target_in_every_group():
+    from nnlc.calibrated.distortion import Reference
+
+    rng = np.random.default_rng(0)
+    originals = [[rng.uniform(0.0, 1.0, 200).astype(np.float32)] for _ in range(4)]
+    reference = Reference("vad", [{}] * 4, originals, groups=["sr=16000", "sr=16000", "sr=8000", "sr=8000"])
+    good = [[x[0] + 0.001] for x in originals]
+    one_bad = good[:2] + [[x[0] + 0.05] for x in originals[2:]]
+    assert reference.fidelity(good)["transparent"]
+    metrics = reference.fidelity(one_bad)
+    assert not metrics["transparent"] and metrics["group"] == "sr=8000"
+    assert metrics["groups"]["sr=16000"]["transparent"] and not metrics["groups"]["sr=8000"]["transparent"]
+    pooled = Reference("vad", [{}] * 4, originals).fidelity(one_bad)  # without groups the average hides it
+    assert pooled["mean_abs_diff"] < metrics["mean_abs_diff"]
+    assert not parse_target("abs_diff<=0.01").check(metrics)
+    assert parse_target("abs_diff<=0.01").check(reference.fidelity(good))

@@ -74,8 +74,11 @@ def _status_counts(calibrator: Calibrator) -> dict[str, int]:
 
 
 def _plain(metrics: dict[str, Any]) -> dict[str, Any]:
-    return {k: (float(v) if isinstance(v, float) else v) for k, v in metrics.items()
-            if isinstance(v, (int, float, bool, str))}
+    plain = {k: (float(v) if isinstance(v, float) else v) for k, v in metrics.items()
+             if isinstance(v, (int, float, bool, str))}
+    if isinstance(metrics.get("groups"), dict):  # per sample rate (silero_vad)
+        plain["groups"] = {label: _plain(group) for label, group in metrics["groups"].items()}
+    return plain
 
 
 def _calibration_progress(quiet: bool):

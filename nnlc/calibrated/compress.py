@@ -124,7 +124,10 @@ class Calibrator:
         # benchmarks measure them): teacher-forced frames would hide the error fed back through the state
         self.holdout_streams = list(getattr(calibration, "holdout_streams", None) or [])
         holdout_inputs = [{} for _ in self.holdout_streams] if self.holdout_streams else self.holdout_feeds
-        self.reference_holdout = Reference(self.kind, holdout_inputs, self.holdout_outputs({}))
+        # streams at several sample rates (silero_vad's branches): the target must hold at each rate
+        groups = [",".join(f"{k}={int(np.ravel(v)[0])}" for k, v in sorted(s.constants.items()))
+                  for s in self.holdout_streams] if self.holdout_streams else None
+        self.reference_holdout = Reference(self.kind, holdout_inputs, self.holdout_outputs({}), groups)
         # their sensitivities too: an error in a recurrent weight grows through the fed-back state
         self.probe_streams = list(getattr(calibration, "optimise_streams", None) or []) if self.holdout_streams else []
         probe_inputs = [{} for _ in self.probe_streams] if self.probe_streams else self.sensitivity_feeds

@@ -45,10 +45,13 @@ def _embeddings(output: np.ndarray, feeds: Mapping[str, np.ndarray]) -> np.ndarr
 class Reference:
     """The original network's outputs on a list of feeds, and distortions of other outputs against them."""
 
-    def __init__(self, kind: str, feeds: Sequence[Mapping[str, np.ndarray]], outputs: Sequence[Sequence[np.ndarray]]):
+    def __init__(self, kind: str, feeds: Sequence[Mapping[str, np.ndarray]], outputs: Sequence[Sequence[np.ndarray]],
+                 groups: Sequence[str] | None = None):
+        """`groups`: a label per feed (e.g. 'sr=8000'); the fidelity must then hold in every group."""
         if kind not in KINDS:
             raise ValueError(f"unknown model kind {kind!r}: one of {', '.join(KINDS)}")
         self.kind, self.feeds = kind, list(feeds)
+        self.groups = list(groups) if groups is not None and len(set(groups)) > 1 else None
         self.summaries = [self._summary(f, o) for f, o in zip(self.feeds, outputs, strict=True)]
         if kind == "mse":
             self.energy = sum(float(sum(np.sum(np.square(np.asarray(x, np.float64))) for x in s)) for s in self.summaries)
@@ -86,7 +89,29 @@ class Reference:
         return mean if np.isfinite(mean) else float("inf")
 
     def fidelity(self, outputs: Sequence[Sequence[np.ndarray]]) -> dict[str, Any]:
-        """The benchmark metrics of the kind (nnlc.fidelity), with `transparent` and `distortion`."""
+        """The benchmark metrics of the kind (nnlc.fidelity), with `transparent` and `distortion`.
+
+        With groups, each group is checked on its own: the metrics returned are the group's with the
+        largest distortion, `transparent` only if every group is, and `groups` holds each group's."""
+        if self.groups is None:
+            return self._fidelity(outputs)
+        per_group = {}
+        for label in sorted(set(self.groups)):
+            members = [i for i, g in enumerate(self.groups) if g == label]
+            part = Reference.__new__(Reference)
+            part.kind, part.feeds, part.groups = self.kind, [self.feeds[i] for i in members], None
+            part.summaries = [self.summaries[i] for i in members]
+            if self.kind == "mse":
+                part.energy = sum(float(sum(np.sum(np.square(x)) for x in s)) for s in part.summaries)
+            per_group[label] = part._fidelity([outputs[i] for i in members])
+        worst = max(per_group, key=lambda label: per_group[label]["distortion"])
+        metrics = dict(per_group[worst])
+        metrics["transparent"] = all(bool(m.get("transparent")) for m in per_group.values())
+        metrics["group"] = worst
+        metrics["groups"] = per_group
+        return metrics
+
+    def _fidelity(self, outputs: Sequence[Sequence[np.ndarray]]) -> dict[str, Any]:
         summaries = [self._summary(f, o) for f, o in zip(self.feeds, outputs, strict=True)]
         if self.kind == "classifier":
             metrics = fidelity.classifier_metrics(np.concatenate(self.summaries), np.concatenate(summaries))

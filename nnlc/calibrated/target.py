@@ -62,7 +62,10 @@ class Target:
         return ",".join(parts)
 
     def check(self, metrics: dict[str, Any]) -> bool:
-        """True when `metrics` (a `Reference.fidelity` dict) meets every part of the target."""
+        """True when `metrics` (a `Reference.fidelity` dict) meets every part of the target (in every
+        group, where the hold-out has groups: sample rates)."""
+        if isinstance(metrics.get("groups"), dict):
+            return all(self.check(group) for group in metrics["groups"].values())
         if self.transparent and not metrics.get("transparent", False):
             return False
         for bound in self.bounds:
