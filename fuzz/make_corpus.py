@@ -3,7 +3,8 @@
 Run from the repository root: `python fuzz/make_corpus.py`. The seeds come from the models of
 tests/onnx_builders.py (several qps, topology on and off, quantized and lossless tensors, zlib raw
 data, raw offset bits), latent tensors of the three decoders, integer tensors, escaped symbols,
-Constant `value_float(s)` storage, an int8 QDQ conv and fp16 / bf16 weights.
+Constant `value_float(s)` storage, an int8 QDQ conv, fp16 / bf16 weights and generated (mode 4) DFT
+bases, with and without a residual.
 """
 
 from __future__ import annotations
@@ -117,6 +118,18 @@ def half_precision_bitstreams() -> dict[str, bytes]:
     }
 
 
+def generated_bitstreams() -> dict[str, bytes]:
+    """STFT convs whose basis is generated (mode 4): exactly (no residual), and built with numpy's
+    float64 cos and sin, whose roundings and non-zero values at the zeros of cos and sin leave a residual."""
+    n_fft = 32
+    angles = 2 * np.pi * np.outer(np.arange(n_fft // 2 + 1), np.arange(n_fft)) / n_fft
+    window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)
+    noisy = (np.concatenate([np.cos(angles), -np.sin(angles)]) * window).astype(np.float32)[:, None, :]
+    return {"generated_dft_basis": encoder.compress_model(onnx_builders.stft_conv(onnx_builders.fft_basis(n_fft))[0],
+                                                          qp=-30).bitstream,
+            "generated_dft_basis_residual": encoder.compress_model(onnx_builders.stft_conv(noisy)[0], qp=-30).bitstream}
+
+
 def seeds() -> dict[str, bytes]:
     """Name -> bitstream of every seed."""
     found: dict[str, bytes] = {}
@@ -135,6 +148,7 @@ def seeds() -> dict[str, bytes]:
     found["constant_storage_and_integer"] = encoder.compress_model(constant_storage_model(), qp=-30).bitstream
     found["qdq_int8_conv"] = encoder.compress_model(qdq_model(), qp=-30).bitstream
     found.update(half_precision_bitstreams())
+    found.update(generated_bitstreams())
     return found
 
 

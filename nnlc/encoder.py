@@ -6,7 +6,9 @@ Tensors that are not weights (0-d or tiny constants used as exponents, epsilons,
 arithmetic, anything holding inf/nan) and tensors the user marks lossless are stored exactly; integer
 initializers are coded losslessly. Float tensors that are already quantized (their values lie exactly
 on a uniform grid, per tensor or per output channel: `grids.py`) are coded exactly as their grid
-indices, whatever the qp. Learned mode reuses `write_bitstream` with its own symbols.
+indices, whatever the qp. Analytic constants the decoder can compute (windowed DFT bases of STFT
+front ends: `analytic.py`) are coded as generator parameters plus an exact residual (mode 4), also
+whatever the qp. Learned mode reuses `write_bitstream` with its own symbols.
 """
 
 from __future__ import annotations
@@ -20,14 +22,15 @@ from collections.abc import Callable, Iterable, Mapping
 import numpy as np
 import onnx
 
-from nnlc import grids, onnx_io, quantization
+from nnlc import analytic, grids, onnx_io, quantization
 from nnlc.bitstream import UnitType, write_container, write_fields
 from nnlc.coding import symbols as symbol_coding
 from nnlc.decoder import latents
 
-RAW, QUANTIZED, INTEGER, LATENT = 0, 1, 2, 3
-MODE_NAMES = {RAW: "raw", QUANTIZED: "quantized", INTEGER: "integer", LATENT: "latent"}
+RAW, QUANTIZED, INTEGER, LATENT, GENERATED = 0, 1, 2, 3, 4
+MODE_NAMES = {RAW: "raw", QUANTIZED: "quantized", INTEGER: "integer", LATENT: "latent", GENERATED: "generated"}
 TINY_TENSOR_ELEMENTS = 16  # float tensors this small are stored exactly
+MIN_GENERATED_ELEMENTS = 256  # float tensors this large (ndim >= 2) are checked for analytic constants
 MIN_INTEGER_ELEMENTS = 64
 RAW_IF_SMALLER_ELEMENTS = 1 << 14  # up to this size, store exactly when that is no bigger than quantized  # integer initializers this large are entropy coded (smaller stay in topology)
 FLAG_TOPOLOGY = 1
@@ -47,6 +50,7 @@ class CodedTensor:
     steps: np.ndarray | None = None  # LATENT mode: float32 steps
     coding_plan: symbol_coding.CodingPlan | None = None  # a given table (else fitted to the symbols)
     exact: bool = False  # already-quantized tensor coded as its exact grid (decodes bit for bit)
+    generated: analytic.Generated | None = None  # GENERATED mode (symbols: its residual; decodes bit for bit)
 
 
 @dataclasses.dataclass
@@ -97,15 +101,41 @@ def grid_tensor(record: onnx_io.TensorRecord) -> CodedTensor | None:
     return item if plan.estimated_bits + side_bits < 8 * record.array.nbytes else None
 
 
+def generated_tensor(record: onnx_io.TensorRecord) -> CodedTensor | None:
+    """The tensor as an analytic constant plus exact residual (`analytic.detect_generated`), when it
+    is one (float32, ndim >= 2, >= MIN_GENERATED_ELEMENTS) and that is smaller than raw; else None."""
+    array = record.array
+    if array.dtype != np.float32 or array.ndim < 2 or array.size < MIN_GENERATED_ELEMENTS:
+        return None
+    generated = analytic.detect_generated(array)
+    if generated is None or generated.estimated_bits >= 8 * array.nbytes:
+        return None
+    return CodedTensor(record, GENERATED, symbols=generated.residual, coding_plan=generated.coding_plan,
+                       lossless_reason=f"generated {generated.name}", generated=generated)
+
+
+def _cached(cache: dict[str, CodedTensor | None] | None, record: onnx_io.TensorRecord,
+            detect: Callable[[onnx_io.TensorRecord], CodedTensor | None]) -> CodedTensor | None:
+    if cache is None:
+        return detect(record)
+    if record.name not in cache:
+        cache[record.name] = detect(record)
+    return cache[record.name]
+
+
 def plan_tensors(model: onnx.ModelProto, qp: int | None = None, nonweight_qp: int = -75,
                  steps: Mapping[str, float] | None = None, lossless_names: Iterable[str] = (),
                  detect_grids: bool = True,
-                 grid_cache: dict[str, CodedTensor | None] | None = None) -> list[CodedTensor]:
+                 grid_cache: dict[str, CodedTensor | None] | None = None,
+                 detect_generated: bool = True,
+                 generated_cache: dict[str, CodedTensor | None] | None = None) -> list[CodedTensor]:
     """Chooses a mode and step for every tensor: `steps` (by name) overrides the qp-derived step.
 
-    With `detect_grids`, float tensors already on an exact uniform grid are coded exactly
-    (`grid_tensor`, `exact=True`) whatever the qp or `steps`; `grid_cache` (by tensor name) keeps
-    the detections between calls on the same model.
+    With `detect_generated`, analytic constants (`generated_tensor`: windowed DFT bases) are coded
+    exactly in mode GENERATED whatever the qp, `steps` or lossless marks. With `detect_grids`, float
+    tensors already on an exact uniform grid are coded exactly (`grid_tensor`, `exact=True`)
+    whatever the qp or `steps`. `generated_cache` and `grid_cache` (by tensor name) keep the
+    detections between calls on the same model.
     """
     lossless_names = list(lossless_names)
     steps = dict(steps or {})
@@ -118,20 +148,18 @@ def plan_tensors(model: onnx.ModelProto, qp: int | None = None, nonweight_qp: in
                     record.array.dtype != np.uint64 and np.all(np.abs(record.array.astype(np.int64)) < 1 << 62):
                 planned.append(CodedTensor(record, INTEGER, symbols=record.array.astype(np.int64).ravel()))
             continue
+        generated = _cached(generated_cache, record, generated_tensor) if detect_generated else None
+        if generated is not None:
+            planned.append(generated)
+            continue
         reason = lossless_reason(record, lossless_names)
         if reason:
             planned.append(CodedTensor(record, RAW, lossless_reason=reason))
             continue
-        if detect_grids:
-            if grid_cache is not None and record.name in grid_cache:
-                exact = grid_cache[record.name]
-            else:
-                exact = grid_tensor(record)
-                if grid_cache is not None:
-                    grid_cache[record.name] = exact
-            if exact is not None:
-                planned.append(exact)
-                continue
+        exact = _cached(grid_cache, record, grid_tensor) if detect_grids else None
+        if exact is not None:
+            planned.append(exact)
+            continue
         step = steps.get(record.name, weight_step if record.array.ndim >= 2 else bias_step)
         if step is None:
             raise ValueError("give qp or a step for every tensor")
@@ -167,8 +195,12 @@ def _tensor_payload(item: CodedTensor, data_type: int) -> tuple[bytes, dict]:
         fields = None
     else:
         fields = symbol_coding.encode_symbols(item.symbols, item.coding_plan)
-        structure = {QUANTIZED: "tensor_quantized", INTEGER: "tensor_integer", LATENT: "tensor_latent"}[item.mode]
-        values = {"symbols": fields}
+        structure = {QUANTIZED: "tensor_quantized", INTEGER: "tensor_integer", LATENT: "tensor_latent",
+                     GENERATED: "tensor_generated"}[item.mode]
+        if item.mode == GENERATED:
+            values = {**item.generated.side_fields(), "residual": fields}
+        else:
+            values = {"symbols": fields}
         if item.mode == QUANTIZED:
             values["step"] = float(item.step)
         if item.mode == LATENT:
@@ -204,6 +236,9 @@ def _report_row(item: CodedTensor, payload: bytes, fields: dict | None) -> dict:
         row["max_abs_error"] = float(np.max(np.abs(error))) if error.size else 0.0
         if item.exact:
             row["grid"] = grids.PER_TENSOR if item.mode == QUANTIZED else grids.PER_CHANNEL
+    elif item.mode == GENERATED:
+        row.update(generator=item.generated.name, generated=item.generated.describe(), mse=0.0, max_abs_error=0.0,
+                   lossless_reason=item.lossless_reason)
     elif item.lossless_reason:
         row["lossless_reason"] = item.lossless_reason
     return row
@@ -251,15 +286,18 @@ def write_bitstream(model: onnx.ModelProto, planned: list[CodedTensor], carry_to
 def compress_model(model: onnx.ModelProto, qp: int | None = -38, bits_per_param: float | None = None,
                    nonweight_qp: int = -75, lossless_names: Iterable[str] = (), carry_topology: bool = True,
                    progress: Callable[[int, int, str], None] | None = None,
-                   detect_grids: bool = True) -> EncodeResult:
+                   detect_grids: bool = True, detect_generated: bool = True) -> EncodeResult:
     """Post-training compression at a qp, or at the finest qp whose size meets `bits_per_param`.
 
-    With `detect_grids`, already-quantized tensors are coded exactly (see `plan_tensors`)."""
+    With `detect_grids`, already-quantized tensors are coded exactly; with `detect_generated`,
+    analytic constants (windowed DFT bases) are generated exactly (see `plan_tensors`)."""
     grid_cache: dict[str, CodedTensor | None] = {}
+    generated_cache: dict[str, CodedTensor | None] = {}
     if bits_per_param is not None:
-        qp = qp_for_bits_per_param(model, bits_per_param, nonweight_qp, lossless_names, detect_grids, grid_cache)
+        qp = qp_for_bits_per_param(model, bits_per_param, nonweight_qp, lossless_names, detect_grids, grid_cache,
+                                   detect_generated, generated_cache)
     planned = plan_tensors(model, qp, nonweight_qp, lossless_names=lossless_names, detect_grids=detect_grids,
-                           grid_cache=grid_cache)
+                           grid_cache=grid_cache, detect_generated=detect_generated, generated_cache=generated_cache)
     producer = f"{PRODUCER} qp={qp} nonweight_qp={nonweight_qp}"
     return write_bitstream(model, planned, carry_topology, producer, progress)
 
@@ -270,6 +308,8 @@ def estimated_bits(planned: list[CodedTensor]) -> float:
     for item in planned:
         if item.mode == RAW:
             total += 8 * item.record.array.nbytes
+        elif item.mode == GENERATED:
+            total += 8 * item.generated.side_bytes + (item.coding_plan or item.generated.coding_plan).estimated_bits
         else:
             item.coding_plan = item.coding_plan or symbol_coding.plan_coding(item.symbols)
             total += item.coding_plan.estimated_bits
@@ -278,9 +318,12 @@ def estimated_bits(planned: list[CodedTensor]) -> float:
 
 def qp_for_bits_per_param(model: onnx.ModelProto, bits_per_param: float, nonweight_qp: int = -75,
                           lossless_names: Iterable[str] = (), detect_grids: bool = True,
-                          grid_cache: dict[str, CodedTensor | None] | None = None) -> int:
+                          grid_cache: dict[str, CodedTensor | None] | None = None,
+                          detect_generated: bool = True,
+                          generated_cache: dict[str, CodedTensor | None] | None = None) -> int:
     """Finest integer qp whose estimated size is within `bits_per_param` (float params only)."""
     grid_cache = {} if grid_cache is None else grid_cache
+    generated_cache = {} if generated_cache is None else generated_cache
     if bits_per_param <= 0:
         raise ValueError("bits_per_param must be positive")
     params = sum(r.array.size for r in onnx_io.find_float_tensors(model).values())
@@ -288,7 +331,9 @@ def qp_for_bits_per_param(model: onnx.ModelProto, bits_per_param: float, nonweig
     while high - low > 1:
         middle = (low + high) // 2
         planned = [p for p in plan_tensors(model, middle, nonweight_qp, lossless_names=lossless_names,
-                                           detect_grids=detect_grids, grid_cache=grid_cache) if p.mode != INTEGER]
+                                           detect_grids=detect_grids, grid_cache=grid_cache,
+                                           detect_generated=detect_generated, generated_cache=generated_cache)
+                   if p.mode != INTEGER]
         if estimated_bits(planned) / max(1, params) <= bits_per_param:
             high = middle
         else:

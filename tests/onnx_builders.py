@@ -144,6 +144,40 @@ def if_constants(seed: int = 4) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]
     return model, {"x": rng.standard_normal((1, 4, 12)).astype(np.float32), "sr": np.array(16000, np.int64)}
 
 
+def fft_basis(n_fft: int) -> np.ndarray:
+    """The STFT basis of tacotron2-style modules (Silero VAD): float32(np.fft.fft(eye)) rows 0..n/2,
+    real then imaginary, times a float32 periodic Hann window (scipy's get_window('hann', fftbins=True))."""
+    fourier = np.fft.fft(np.eye(n_fft))
+    bins = n_fft // 2 + 1
+    basis = np.concatenate([fourier.real[:bins], fourier.imag[:bins]]).astype(np.float32)
+    window = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)).astype(np.float32)
+    return (basis * window).reshape(2 * bins, 1, n_fft)
+
+
+def stft_conv(weight: np.ndarray | None = None, seed: int = 3) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
+    """An STFT as PyTorch exports it: Conv1d (stride n_fft / 4) with a DFT basis weight [2 bins, 1, n_fft]
+    (default `fft_basis(64)`), then the power real**2 + imag**2 over 13 frames. Not in ALL_MODELS:
+    its basis is coded exactly (mode 4), not within half a step."""
+    weight = fft_basis(64) if weight is None else weight
+    rows, _, n_fft = weight.shape
+    bins = rows // 2
+    nodes = [helper.make_node("Conv", ["x", "basis"], ["spectrum"], strides=[n_fft // 4]),
+             helper.make_node("Slice", ["spectrum", "start_real", "end_real", "axis"], ["real"]),
+             helper.make_node("Slice", ["spectrum", "end_real", "end_imag", "axis"], ["imag"]),
+             helper.make_node("Mul", ["real", "real"], ["real2"]),
+             helper.make_node("Mul", ["imag", "imag"], ["imag2"]),
+             helper.make_node("Add", ["real2", "imag2"], ["power"])]
+    inits = [numpy_helper.from_array(weight, "basis"),
+             numpy_helper.from_array(np.array([0], np.int64), "start_real"),
+             numpy_helper.from_array(np.array([bins], np.int64), "end_real"),
+             numpy_helper.from_array(np.array([rows], np.int64), "end_imag"),
+             numpy_helper.from_array(np.array([1], np.int64), "axis")]
+    samples = 4 * n_fft
+    model = _model(nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, samples])],
+                   [helper.make_tensor_value_info("power", TensorProto.FLOAT, [1, bins, 13])], inits)
+    return model, {"x": np.random.default_rng(seed).standard_normal((1, 1, samples)).astype(np.float32)}
+
+
 ALL_MODELS = {"conv_bn_gemm": conv_bn_gemm, "depthwise": depthwise, "lstm": lstm, "attention": attention,
               "if_constants": if_constants}
 

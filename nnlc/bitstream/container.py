@@ -12,7 +12,8 @@ import struct
 import zlib
 from collections.abc import Iterable, Iterator
 
-from nnlc.bitstream.syntax import FORMAT_VERSION, MAGIC, SYNTAX, Reader, Writer, read_fields, write_fields
+from nnlc.bitstream.syntax import (FORMAT_VERSION, MAGIC, MODE_VERSIONS, OLDEST_WRITTEN_VERSION, SYNTAX, Reader,
+                                   Writer, read_fields, write_fields)
 from nnlc.errors import BitstreamError
 
 
@@ -37,11 +38,34 @@ def _unit_bytes(unit_type: int, payload: bytes) -> bytes:
     return header + payload + write_fields("unit_trailer", {"crc32": crc})
 
 
-def write_container(units: Iterable[tuple[int, bytes]]) -> bytes:
-    """File header followed by the given (type, payload) units and a closing END unit."""
+def _tensor_mode(payload: bytes | memoryview) -> int | None:
+    """The mode of a tensor unit's payload, None when it does not parse."""
+    try:
+        return read_fields("tensor", payload)[0]["mode"]
+    except BitstreamError:
+        return None
+
+
+def required_version(units: Iterable[tuple[int, bytes]]) -> tuple[int, int]:
+    """The oldest format version that holds these units: 1.1, or 1.2 when a tensor unit is mode 4."""
+    version = OLDEST_WRITTEN_VERSION
+    for unit_type, payload in units:
+        if unit_type == UnitType.TENSOR:
+            version = max(version, MODE_VERSIONS.get(_tensor_mode(payload), OLDEST_WRITTEN_VERSION))
+    return version
+
+
+def write_container(units: Iterable[tuple[int, bytes]], version: tuple[int, int] | None = None) -> bytes:
+    """File header followed by the given (type, payload) units and a closing END unit.
+
+    The header carries `version`, by default the oldest that holds the units (`required_version`)."""
+    units = list(units)
+    version = required_version(units) if version is None else version
+    if version[0] != FORMAT_VERSION[0] or version > FORMAT_VERSION:
+        raise ValueError(f"cannot write format version {version[0]}.{version[1]}")
     magic = struct.unpack("<I", MAGIC)[0]
-    parts = [write_fields("file_header", {"magic": magic, "version_major": FORMAT_VERSION[0],
-                                          "version_minor": FORMAT_VERSION[1]})]
+    parts = [write_fields("file_header", {"magic": magic, "version_major": version[0],
+                                          "version_minor": version[1]})]
     parts += [_unit_bytes(unit_type, payload) for unit_type, payload in units]
     parts.append(_unit_bytes(UnitType.END, b""))
     return b"".join(parts)
@@ -94,4 +118,5 @@ def read_container(data: bytes | memoryview) -> list[Unit]:
     return list(iter_units(data))
 
 
-__all__ = ["Unit", "UnitType", "Writer", "iter_units", "read_container", "read_file_header", "write_container"]
+__all__ = ["Unit", "UnitType", "Writer", "iter_units", "read_container", "read_file_header", "required_version",
+           "write_container"]

@@ -27,7 +27,11 @@ import numpy as np
 from nnlc.errors import BitstreamError
 
 MAGIC = b"NNLC"
-FORMAT_VERSION = (1, 1)  # (major, minor): readers reject another major version; 1.1 added mode 3
+FORMAT_VERSION = (1, 2)  # (major, minor): readers reject another major version; 1.1 added mode 3, 1.2 mode 4
+# Writers set the oldest minor version that holds what a file uses (`container.required_version`):
+# files without a mode-4 tensor stay 1.1 byte for byte, and 1.1 readers read them.
+OLDEST_WRITTEN_VERSION = (1, 1)
+MODE_VERSIONS = {4: (1, 2)}  # tensor mode -> the first version that has it (modes 0..3: 1.1 or earlier)
 
 _MAX_VARINT_BYTES = 10
 U64_MAX = (1 << 64) - 1
@@ -77,9 +81,10 @@ SYNTAX: dict[str, list[Field]] = {
         Field("role", "u8", "index into ROLES (conv_kernel, depthwise_kernel, dense, ...); informative"),
         Field("data_type", "u8", "ONNX TensorProto data type of the tensor"),
         Field("shape", "varints", "dimensions", MAX_RANK),
-        Field("mode", "u8", "0 raw (lossless bytes), 1 quantized, 2 integer (lossless, entropy coded), 3 latent"),
-        Field("body", "bytes", "a tensor_raw, tensor_quantized, tensor_integer or tensor_latent structure",
-              MAX_UNIT_BYTES),
+        Field("mode", "u8", "0 raw (lossless bytes), 1 quantized, 2 integer (lossless, entropy coded), 3 latent, "
+                            "4 generated (lossless, format 1.2)"),
+        Field("body", "bytes", "a tensor_raw, tensor_quantized, tensor_integer, tensor_latent or tensor_generated "
+                               "structure", MAX_UNIT_BYTES),
     ],
     "tensor_raw": [
         Field("compression", "u8", "0 none, 1 zlib"),
@@ -96,6 +101,16 @@ SYNTAX: dict[str, list[Field]] = {
     ],
     "tensor_integer": [
         Field("symbols", "symbols", "the tensor's integer values (structure `symbols`)"),
+    ],
+    "tensor_generated": [
+        Field("generator", "u8", "1: windowed DFT basis (nnlc/decoder/analytic.py)"),
+        Field("parameters", "varints", "generator 1: n_fft (1..65536), bins (1..n_fft; shape [2 bins, 1, ..., 1, "
+                                       "n_fft]), window (0 rectangular, 1 Hann periodic, 2 Hann symmetric, 3 Hamming "
+                                       "periodic, 4 Hamming symmetric), imag_sign (0: -sin, 1: +sin), arithmetic "
+                                       "(0 float64, 1 float32 product)", 16),
+        Field("scale", "f32", "finite, nonzero factor of the generated values"),
+        Field("residual", "symbols", "ordered(original) - ordered(generated) per element, ordered: the monotone "
+                                     "float32 bits -> integer map (structure `symbols`)"),
     ],
     "symbols": [
         Field("exact_log2", "u8", "magnitudes below 2**exact_log2 are their own bin", 62),

@@ -16,12 +16,12 @@ from nnlc import onnx_io
 from nnlc.bitstream.container import UnitType, iter_units
 from nnlc.bitstream.syntax import read_exact
 from nnlc.coding.symbols import decode_dequantized, decode_symbols
-from nnlc.decoder import latents
+from nnlc.decoder import analytic, latents
 from nnlc.errors import BitstreamError, ModelError
 from nnlc.quantization import MAX_QUANTIZED_MAGNITUDE, dequantize
 
-RAW, QUANTIZED, INTEGER, LATENT = 0, 1, 2, 3
-MODE_NAMES = {RAW: "raw", QUANTIZED: "quantized", INTEGER: "integer", LATENT: "latent"}
+RAW, QUANTIZED, INTEGER, LATENT, GENERATED = 0, 1, 2, 3, 4
+MODE_NAMES = {RAW: "raw", QUANTIZED: "quantized", INTEGER: "integer", LATENT: "latent", GENERATED: "generated"}
 FLAG_TOPOLOGY = 1
 _NUMPY_TYPES = {**onnx_io.FLOAT_TYPES, **onnx_io.INTEGER_TYPES}
 # Errors that malformed content can provoke in parsing libraries; all become BitstreamError.
@@ -129,6 +129,8 @@ def decode_tensor(unit: TensorUnit, want_symbols: bool = False,
         return _decode_raw(unit), None, None
     if unit.mode == LATENT:
         return _decode_latent(unit, limits)
+    if unit.mode == GENERATED:
+        return _decode_generated(unit), None, None
     structure = "tensor_quantized" if unit.mode == QUANTIZED else "tensor_integer"
     fields = read_exact(structure, unit.body)
     if unit.mode == INTEGER:
@@ -188,6 +190,21 @@ def _decode_latent(unit: TensorUnit, limits: Limits) -> tuple[np.ndarray, np.nda
     with np.errstate(over="raise", invalid="raise"):
         values = latents.decode_latents(kind, symbols, steps)
     return _to_dtype(values, unit), symbols, steps
+
+
+def _decode_generated(unit: TensorUnit) -> np.ndarray:
+    """Mode 4: the generator's float32 tensor plus the residual in ordered float32 bits (exact)."""
+    fields = read_exact("tensor_generated", unit.body)
+    if unit.data_type != onnx.TensorProto.FLOAT:
+        raise BitstreamError(f"tensor {unit.name!r}: generated tensors are float32, not data type {unit.data_type}")
+    generated = analytic.generate(fields["generator"], fields["parameters"], fields["scale"], unit.shape)
+    if generated.size != unit.size:  # the generator's own shape checks make this unreachable
+        raise BitstreamError(f"tensor {unit.name!r}: generated {generated.size} elements, expected {unit.size}")
+    residual = decode_symbols(fields["residual"], unit.size)
+    if residual.size and np.max(np.abs(residual)) >= 1 << 32:
+        raise BitstreamError(f"tensor {unit.name!r}: residual beyond 2**32 float32 steps")
+    keys = analytic.ordered_from_float32(generated).ravel() + residual
+    return analytic.float32_from_ordered(keys).reshape(unit.shape)
 
 
 def _wrap(index: int, what: str, function, *args):

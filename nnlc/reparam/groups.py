@@ -118,7 +118,8 @@ def plan_reparam(records: Mapping[str, TensorRecord], config: Mapping[str, Any] 
     """A TensorPlan for every float tensor of `records` (e.g. `onnx_io.find_float_tensors(model)`).
 
     Tensors the post-training encoder stores exactly (`encoder.lossless_reason`: 0-d, <= 16
-    elements, inf/nan, or named in `lossless_names`) are 'fixed'. Non-float records are skipped.
+    elements, inf/nan, or named in `lossless_names`; `encoder.generated_tensor`: analytic constants
+    such as an STFT's DFT basis, generated exactly) are 'fixed'. Non-float records are skipped.
     """
     config = resolve_config(config)
     plans: dict[str, TensorPlan] = {}
@@ -127,6 +128,8 @@ def plan_reparam(records: Mapping[str, TensorRecord], config: Mapping[str, Any] 
             continue
         shape = tuple(int(size) for size in record.array.shape)
         reason = encoder.lossless_reason(record, config["lossless_names"])
+        if not reason and encoder.generated_tensor(record) is not None:
+            reason = "analytic constant: generated exactly"
         if reason:
             kind, fine_step = "fixed", False
         else:
