@@ -26,14 +26,13 @@ from nnlc import analytic, grids, onnx_io, quantization
 from nnlc.bitstream import UnitType, write_container, write_fields
 from nnlc.coding import symbols as symbol_coding
 from nnlc.decoder import latents
+from nnlc.decoder.decode import (  # noqa: F401 (re-exported: the format's constants, defined once)
+    FLAG_TOPOLOGY, GENERATED, INTEGER, LATENT, MODE_NAMES, QUANTIZED, RAW)
 
-RAW, QUANTIZED, INTEGER, LATENT, GENERATED = 0, 1, 2, 3, 4
-MODE_NAMES = {RAW: "raw", QUANTIZED: "quantized", INTEGER: "integer", LATENT: "latent", GENERATED: "generated"}
 TINY_TENSOR_ELEMENTS = 16  # float tensors this small are stored exactly
 MIN_GENERATED_ELEMENTS = 256  # float tensors this large (ndim >= 2) are checked for analytic constants
 MIN_INTEGER_ELEMENTS = 64
 RAW_IF_SMALLER_ELEMENTS = 1 << 14  # up to this size, store exactly when that is no bigger than quantized  # integer initializers this large are entropy coded (smaller stay in topology)
-FLAG_TOPOLOGY = 1
 PRODUCER = "nnlc 0.1 post-training"
 
 

@@ -137,7 +137,8 @@ def external_data_tensors(model: onnx.ModelProto) -> list[str]:
             if tensor.data_location == onnx.TensorProto.EXTERNAL or len(tensor.external_data)]
 
 
-def _subgraphs(node: onnx.NodeProto, prefix: str, index: int) -> Iterator[tuple[str, onnx.GraphProto]]:
+def subgraphs(node: onnx.NodeProto, prefix: str, index: int) -> Iterator[tuple[str, onnx.GraphProto]]:
+    """(path, graph) of the node's subgraph attributes; `prefix` is the path of its graph plus '/'."""
     owner = node.name or f"{node.op_type}_{index}"
     for attribute in node.attribute:
         if attribute.type == onnx.AttributeProto.GRAPH:
@@ -152,8 +153,24 @@ def iter_graphs(graph: onnx.GraphProto, path: str = "") -> Iterator[tuple[str, o
     yield path, graph
     prefix = f"{path}/" if path else ""
     for index, node in enumerate(graph.node):
-        for sub_path, subgraph in _subgraphs(node, prefix, index):
+        for sub_path, subgraph in subgraphs(node, prefix, index):
             yield from iter_graphs(subgraph, sub_path)
+
+
+def value_types(model: onnx.ModelProto) -> dict[str, tuple[int, int | None]]:
+    """(element type, rank or None) of every value shape inference can name, in the main graph and
+    every subgraph; best effort (a model shape inference rejects gives the types it declares)."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, data_prop=False)
+    except Exception:  # shape inference is best effort
+        inferred = model
+    types: dict[str, tuple[int, int | None]] = {}
+    for _, graph in iter_graphs(inferred.graph):
+        for value in (*graph.value_info, *graph.input, *graph.output):
+            if value.type.HasField("tensor_type"):
+                tensor = value.type.tensor_type
+                types[value.name] = (tensor.elem_type, len(tensor.shape.dim) if tensor.HasField("shape") else None)
+    return types
 
 
 def _qualified(path: str, name: str) -> str:

@@ -51,9 +51,21 @@ class Reference:
         if kind not in KINDS:
             raise ValueError(f"unknown model kind {kind!r}: one of {', '.join(KINDS)}")
         self.kind, self.feeds = kind, list(feeds)
-        self.groups = list(groups) if groups is not None and len(set(groups)) > 1 else None
         self.summaries = [self._summary(f, o) for f, o in zip(self.feeds, outputs, strict=True)]
-        if kind == "mse":
+        self._set_energy()
+        self.groups: dict[str, tuple[list[int], Reference]] | None = None  # label -> (members, their Reference)
+        if groups is not None and len(set(groups)) > 1:
+            self.groups = {}
+            for label in sorted(set(groups)):
+                members = [i for i, g in enumerate(groups) if g == label]
+                part = Reference.__new__(Reference)
+                part.kind, part.feeds, part.groups = kind, [self.feeds[i] for i in members], None
+                part.summaries = [self.summaries[i] for i in members]
+                part._set_energy()
+                self.groups[label] = (members, part)
+
+    def _set_energy(self) -> None:
+        if self.kind == "mse":
             self.energy = sum(float(sum(np.sum(np.square(np.asarray(x, np.float64))) for x in s)) for s in self.summaries)
 
     def _summary(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[np.ndarray]) -> Any:
@@ -95,15 +107,8 @@ class Reference:
         largest distortion, `transparent` only if every group is, and `groups` holds each group's."""
         if self.groups is None:
             return self._fidelity(outputs)
-        per_group = {}
-        for label in sorted(set(self.groups)):
-            members = [i for i, g in enumerate(self.groups) if g == label]
-            part = Reference.__new__(Reference)
-            part.kind, part.feeds, part.groups = self.kind, [self.feeds[i] for i in members], None
-            part.summaries = [self.summaries[i] for i in members]
-            if self.kind == "mse":
-                part.energy = sum(float(sum(np.sum(np.square(x)) for x in s)) for s in part.summaries)
-            per_group[label] = part._fidelity([outputs[i] for i in members])
+        per_group = {label: part._fidelity([outputs[i] for i in members])
+                     for label, (members, part) in self.groups.items()}
         worst = max(per_group, key=lambda label: per_group[label]["distortion"])
         metrics = dict(per_group[worst])
         metrics["transparent"] = all(bool(m.get("transparent")) for m in per_group.values())

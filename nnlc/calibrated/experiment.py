@@ -70,6 +70,9 @@ def _write_json(path: str, data: Any) -> None:
     atomic_write(path, json.dumps(data, indent=1, default=float).encode())
 
 
+START_FILE = "start.npz"  # the point's steps and integers, for the end-to-end trainer (nnlc.training.start)
+
+
 STAGES = ("calibrated", "blockwise", "calibrated+end_to_end", "blockwise+end_to_end", "end_to_end")
 
 
@@ -85,15 +88,13 @@ def run_stages(config: Any, workdir: str, quiet: bool = False) -> dict:
     stages = config.get("stages", "end_to_end")
     if stages not in STAGES:
         raise ValueError(f"stages={stages!r}: one of {', '.join(STAGES)}")
+    from nnlc.training.loop import train_and_evaluate
+
     first, _, then = stages.partition("+")
     if first == "end_to_end":
-        from nnlc.training.loop import train_and_evaluate
-
         return train_and_evaluate(config, workdir)
     if not then:
         return run_calibrated(config, workdir, quiet, stage=first)
-    from nnlc.training.loop import train_and_evaluate
-
     start_dir = os.path.join(workdir, first)
     start_result = os.path.join(start_dir, "result.json")
     if os.path.exists(start_result):
@@ -107,9 +108,6 @@ def run_stages(config: Any, workdir: str, quiet: bool = False) -> dict:
                                                               "evaluation", "compress_s")}
     _write_json(os.path.join(workdir, "result.json"), result)
     return result
-
-
-START_FILE = "start.npz"  # the point's steps and integers, for the end-to-end trainer (nnlc.training.start)
 
 
 def run_calibrated(config: Any, workdir: str, quiet: bool = False, stage: str | None = None) -> dict:

@@ -237,21 +237,6 @@ def _layers_of_node(node: onnx.NodeProto, records: Mapping[str, onnx_io.TensorRe
     return found
 
 
-def _elem_types(model: onnx.ModelProto) -> dict[str, tuple[int, int | None]]:
-    """(element type, rank or None) of every value shape inference names, in any graph."""
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model, data_prop=False)
-    except Exception:  # best effort: unknown values are taken as float of unknown rank
-        inferred = model
-    types: dict[str, tuple[int, int | None]] = {}
-    for _, graph in onnx_io.iter_graphs(inferred.graph):
-        for value in (*graph.value_info, *graph.input, *graph.output):
-            if value.type.HasField("tensor_type"):
-                tensor = value.type.tensor_type
-                types[value.name] = (tensor.elem_type, len(tensor.shape.dim) if tensor.HasField("shape") else None)
-    return types
-
-
 class _BranchTaps:
     """Makes values computed inside the branches of an `If` visible in the graph that holds the If.
 
@@ -259,10 +244,9 @@ class _BranchTaps:
     the other branch outputs an empty tensor of the same type and rank, so a run that takes the other
     branch yields an empty tap (no input rows)."""
 
-    def __init__(self, model: onnx.ModelProto, node: onnx.NodeProto, index: int,
-                 types: Mapping[str, tuple[int, int | None]]):
+    def __init__(self, node: onnx.NodeProto, owner: str, types: Mapping[str, tuple[int, int | None]]):
         self.node = node
-        self.owner = node.name or f"If_{index}"
+        self.owner = owner
         self.branches = {attribute.name: attribute.g for attribute in node.attribute
                          if attribute.type == onnx.AttributeProto.GRAPH}
         self.types = types
@@ -270,10 +254,10 @@ class _BranchTaps:
 
     def name_in_main(self, branch: str, value: str) -> str:
         """The name of `value` (as seen inside `branch`) in the If's own graph, lifting it out when needed."""
-        graph = self.branches[branch]
         if not value:
             return value
         # outer-scope values are lifted too, so the tap is empty in runs that take another branch
+        graph = self.branches[branch]
         key = (branch, value)
         if key in self.lifted:
             return self.lifted[key]
@@ -331,17 +315,18 @@ def find_layers(model: onnx.ModelProto) -> tuple[dict[str, Layer], onnx.ModelPro
                     layers[layer.name] = layer
             if node.op_type != "If":
                 continue
-            owner = node.name or f"If_{index}"
-            branches = [(attribute.name, attribute.g) for attribute in node.attribute
-                        if attribute.type == onnx.AttributeProto.GRAPH]
-            inner_prefix = f"{prefix}{owner}/"
+            branches = list(onnx_io.subgraphs(node, prefix, index))  # the paths records carry
+            if not branches:
+                continue
             if types is None:
-                types = _elem_types(model)
-            taps = _BranchTaps(model, node, index, types)
-            for name, branch in branches:
+                types = onnx_io.value_types(model)
+            owner = branches[0][0][len(prefix):].rsplit("/", 1)[0]  # the If's name as in those paths
+            taps = _BranchTaps(node, owner, types)
+            for branch_path, branch in branches:
+                name = branch_path.rsplit("/", 1)[-1]  # then_branch / else_branch
                 def lift(value: str, name: str = name, taps: _BranchTaps = taps, outer=to_main) -> str:
                     return outer(taps.name_in_main(name, value))
-                visit(branch, f"{inner_prefix}{name}", position, width / max(1, len(nodes)), lift, visible)
+                visit(branch, branch_path, position, width / max(1, len(nodes)), lift, visible)
 
     visit(model.graph, "", 0.0, float(len(model.graph.node)), lambda value: value, {})
     return layers, model

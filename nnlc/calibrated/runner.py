@@ -23,20 +23,6 @@ from nnlc import onnx_io
 FEEDABLE_STORAGE = (onnx_io.INITIALIZER, onnx_io.CONSTANT_TENSOR)
 
 
-def _value_type(model: onnx.ModelProto) -> dict[str, int]:
-    """Element type of every value the shape inference can name (main graph and subgraphs)."""
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model, data_prop=False)
-    except Exception:  # shape inference is best effort; missing types default to float
-        inferred = model
-    types: dict[str, int] = {}
-    for _, graph in onnx_io.iter_graphs(inferred.graph):
-        for value in (*graph.value_info, *graph.input, *graph.output):
-            if value.type.HasField("tensor_type"):
-                types[value.name] = value.type.tensor_type.elem_type
-    return types
-
-
 class WeightFedSession:
     """Runs `model` with chosen float tensors fed as inputs (`weights`) and optional tapped values.
 
@@ -80,12 +66,12 @@ class WeightFedSession:
                 else onnx.TensorProto.BFLOAT16
             model.graph.input.append(helper.make_tensor_value_info(input_name, elem, list(array.shape)))
         self.originals = {name: records[name].array for name in self.fed}
-        types = _value_type(model) if taps else {}
+        types = onnx_io.value_types(model) if taps else {}
         existing_outputs = {value.name for value in model.graph.output}
         self.output_names = [value.name for value in model.graph.output]
         for tap in taps:
             if tap not in existing_outputs:
-                model.graph.output.append(helper.make_tensor_value_info(tap, types.get(tap, onnx.TensorProto.FLOAT), None))
+                model.graph.output.append(helper.make_tensor_value_info(tap, types.get(tap, (onnx.TensorProto.FLOAT, None))[0], None))
                 existing_outputs.add(tap)
         self.taps = list(taps)
         options = ort.SessionOptions()

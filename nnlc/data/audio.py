@@ -180,14 +180,17 @@ def chunk_count(samples: np.ndarray) -> int:
     return len(samples) // CHUNK_SAMPLES
 
 
+def _framed(samples: np.ndarray, chunk: int, context: int) -> np.ndarray:
+    """[T, context + chunk] rows: each whole chunk after the `context` samples before it (zeros first)."""
+    count = len(samples) // chunk
+    padded = np.concatenate([np.zeros(context, np.float32), np.asarray(samples, np.float32)[:count * chunk]])
+    starts = np.arange(count) * chunk
+    return padded[starts[:, None] + np.arange(context + chunk)[None, :]]
+
+
 def sequence_input(samples: np.ndarray) -> np.ndarray:
     """Input of `silero_vad_16k_sequence`: float32 [T, 576], 64 context samples + 512 new."""
-    count = chunk_count(samples)
-    padded = np.concatenate([np.zeros(CONTEXT_SAMPLES, np.float32),
-                             np.asarray(samples, np.float32)[:count * CHUNK_SAMPLES]])
-    starts = np.arange(count) * CHUNK_SAMPLES
-    window = CONTEXT_SAMPLES + CHUNK_SAMPLES
-    return padded[starts[:, None] + np.arange(window)[None, :]]
+    return _framed(samples, CHUNK_SAMPLES, CONTEXT_SAMPLES)
 
 
 def silero_chunk(rate: int = SAMPLE_RATE) -> tuple[int, int]:
@@ -204,11 +207,7 @@ def stateful_frames(samples: np.ndarray, context: bool = True, rate: int = SAMPL
     """Per-call inputs of `silero_vad` at `rate`: [T, 1, 576] at 16 kHz (with context, as the model
     needs; [T, 1, 288] at 8 kHz) or the bare chunks [T, 1, 512] ([T, 1, 256])."""
     chunk, context_samples = silero_chunk(rate)
-    count = len(samples) // chunk
-    padded = np.concatenate([np.zeros(context_samples, np.float32),
-                             np.asarray(samples, np.float32)[:count * chunk]])
-    starts = np.arange(count) * chunk
-    rows = padded[starts[:, None] + np.arange(context_samples + chunk)[None, :]]
+    rows = _framed(samples, chunk, context_samples)
     return rows[:, None, :] if context else rows[:, None, context_samples:]
 
 

@@ -10,6 +10,7 @@ network (to the float32 rounding of exp(log(step))) and the bitstream mode is th
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 from collections.abc import Mapping
 
@@ -22,7 +23,6 @@ STEP_PREFIX, SYMBOL_PREFIX = "step/", "symbols/"
 def save_start(path: str, steps: Mapping[str, float], symbols: Mapping[str, np.ndarray]) -> None:
     """Writes the point (steps and integers by qualified tensor name) atomically as an npz."""
     from nnlc.decoder.files import atomic_write
-    import io
 
     arrays = {f"{STEP_PREFIX}{name}": np.float32(step) for name, step in steps.items()}
     arrays.update({f"{SYMBOL_PREFIX}{name}": np.asarray(symbols[name], np.int64) for name in steps})
