@@ -27,7 +27,7 @@ from nnlc.bitstream import UnitType, write_container, write_fields
 from nnlc.coding import symbols as symbol_coding
 from nnlc.decoder import latents
 from nnlc.decoder.decode import (  # noqa: F401 (re-exported: the format's constants, defined once)
-    FLAG_TOPOLOGY, GENERATED, INTEGER, LATENT, MODE_NAMES, QUANTIZED, RAW)
+    FLAG_TOPOLOGY, GENERATED, GROUPED, INTEGER, LATENT, MODE_NAMES, QUANTIZED, RAW)
 
 TINY_TENSOR_ELEMENTS = 16  # float tensors this small are stored exactly
 MIN_GENERATED_ELEMENTS = 256  # float tensors this large (ndim >= 2) are checked for analytic constants
@@ -46,7 +46,8 @@ class CodedTensor:
     symbols: np.ndarray | None = None  # int64, same number of elements as the tensor
     lossless_reason: str = ""
     latent_decoder: int = 0  # LATENT mode: nnlc.decoder.latents.SCALAR, CHANNEL or DCT
-    steps: np.ndarray | None = None  # LATENT mode: float32 steps
+    steps: np.ndarray | None = None  # LATENT mode: float32 steps; GROUPED mode: the float32 step of each group
+    row_groups: np.ndarray | None = None  # GROUPED mode: the group (index into `steps`) of each row along axis 0
     coding_plan: symbol_coding.CodingPlan | None = None  # a given table (else fitted to the symbols)
     exact: bool = False  # already-quantized tensor coded as its exact grid (decodes bit for bit)
     generated: analytic.Generated | None = None  # GENERATED mode (symbols: its residual; decodes bit for bit)
@@ -187,11 +188,45 @@ def _data_type(record: onnx_io.TensorRecord, model_types: Mapping[str, int]) -> 
     return model_types[record.name]
 
 
+def grouped_parts(item: CodedTensor) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """(steps of the groups some row uses, each row's group among them, the integers of each group's
+    rows in row order) of a GROUPED tensor: groups without rows are dropped."""
+    rows = item.record.array.shape[0]
+    integers = np.asarray(item.symbols, np.int64).reshape(rows, -1)
+    row_groups = np.asarray(item.row_groups, np.int64).ravel()
+    steps = np.asarray(item.steps, np.float32).ravel()
+    if row_groups.shape != (rows,) or (rows and (row_groups.min() < 0 or row_groups.max() >= len(steps))):
+        raise ValueError(f"{item.record.name}: row groups must give each of the {rows} rows a group of the steps")
+    used, row_groups = np.unique(row_groups, return_inverse=True)
+    return steps[used], row_groups.astype(np.int64), [integers[row_groups == g].ravel() for g in range(len(used))]
+
+
+def grouped_estimated_bits(item: CodedTensor) -> float:
+    """Estimated coded bits of a GROUPED tensor: its groups' integers, the row map and the steps."""
+    steps, row_groups, parts = grouped_parts(item)
+    return (32.0 * len(steps) + symbol_coding.plan_coding(row_groups).estimated_bits
+            + sum(symbol_coding.plan_coding(part).estimated_bits for part in parts))
+
+
+def _grouped_body(item: CodedTensor) -> tuple[bytes, dict]:
+    """The `tensor_grouped` body and, for the report, the coded parts' sizes summed."""
+    steps, row_groups, parts = grouped_parts(item)
+    map_fields = symbol_coding.encode_symbols(row_groups)
+    group_fields = [symbol_coding.encode_symbols(part) for part in parts]
+    body = write_fields("tensor_grouped", {"steps": steps.astype("<f4").tobytes(),
+                                           "row_groups": map_fields, "groups": group_fields})
+    coded = sum(len(f["ans_words"]) + len(f["escapes"]) + len(f["raw_bits"]) for f in group_fields)
+    ideal = sum(symbol_coding.ideal_code_bits(f, part) for f, part in zip(group_fields, parts, strict=True))
+    return body, {"coded_bytes": coded, "ideal_bits": ideal}
+
+
 def _tensor_payload(item: CodedTensor, data_type: int) -> tuple[bytes, dict]:
     record = item.record
     if item.mode == RAW:
         body = _raw_body(record.array)
         fields = None
+    elif item.mode == GROUPED:
+        body, fields = _grouped_body(item)
     else:
         fields = symbol_coding.encode_symbols(item.symbols, item.coding_plan)
         structure = {QUANTIZED: "tensor_quantized", INTEGER: "tensor_integer", LATENT: "tensor_latent",
@@ -219,13 +254,23 @@ def _report_row(item: CodedTensor, payload: bytes, fields: dict | None) -> dict:
     row = {"name": record.name, "shape": list(record.array.shape), "role": record.role,
            "mode": MODE_NAMES[item.mode], "bytes": len(payload), "bits_per_param": 8 * len(payload) / size,
            "params": int(record.array.size), "step": float(item.step) if item.step is not None else None}
-    if fields is not None:
+    if fields is not None and item.mode == GROUPED:
+        row["payload_bytes"] = fields["coded_bytes"]
+        row["ideal_payload_bits"] = fields["ideal_bits"]
+        row["side_bytes"] = len(payload) - fields["coded_bytes"]
+    elif fields is not None:
         coded = len(fields["ans_words"]) + len(fields["escapes"]) + len(fields["raw_bits"])
         row["payload_bytes"] = coded
         row["ideal_payload_bits"] = symbol_coding.ideal_code_bits(fields, item.symbols)
         row["side_bytes"] = len(payload) - coded
-    if item.mode in (QUANTIZED, LATENT):
-        if item.mode == QUANTIZED:
+    if item.mode in (QUANTIZED, LATENT, GROUPED):
+        if item.mode == GROUPED:
+            steps = np.asarray(item.steps, np.float32)[np.asarray(item.row_groups, np.int64)]
+            integers = np.asarray(item.symbols, np.int64).reshape(len(steps), -1)
+            decoded = (integers.astype(np.float32) * steps[:, None]).reshape(record.array.shape)
+            row["groups"] = int(len(item.steps))
+            row["step"] = float(np.exp(np.mean(np.log(steps)))) if steps.size else None
+        elif item.mode == QUANTIZED:
             decoded = quantization.dequantize(item.symbols, item.step).reshape(record.array.shape)
         else:
             decoded = latents.decode_latents(item.latent_decoder, item.symbols.reshape(record.array.shape), item.steps)
@@ -309,6 +354,8 @@ def estimated_bits(planned: list[CodedTensor]) -> float:
             total += 8 * item.record.array.nbytes
         elif item.mode == GENERATED:
             total += 8 * item.generated.side_bytes + (item.coding_plan or item.generated.coding_plan).estimated_bits
+        elif item.mode == GROUPED:
+            total += grouped_estimated_bits(item)
         else:
             item.coding_plan = item.coding_plan or symbol_coding.plan_coding(item.symbols)
             total += item.coding_plan.estimated_bits

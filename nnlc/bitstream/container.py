@@ -47,7 +47,7 @@ def _tensor_mode(payload: bytes | memoryview) -> int | None:
 
 
 def required_version(units: Iterable[tuple[int, bytes]]) -> tuple[int, int]:
-    """The oldest format version that holds these units: 1.1, or 1.2 when a tensor unit is mode 4."""
+    """The oldest format version that holds these units: 1.1, 1.2 with a mode-4 tensor, 1.3 with a mode-5 one."""
     version = OLDEST_WRITTEN_VERSION
     for unit_type, payload in units:
         if unit_type == UnitType.TENSOR:

@@ -13,6 +13,7 @@ Element types (all multi-byte integers little-endian):
   str                   varint byte length (<= limit), then UTF-8 bytes
   bytes                 varint byte length (<= limit), then the bytes
   varints               varint count (<= limit), then that many varints
+  symbols_list          varint count (<= limit), then that many `symbols` structures
 """
 
 from __future__ import annotations
@@ -27,11 +28,11 @@ import numpy as np
 from nnlc.errors import BitstreamError
 
 MAGIC = b"NNLC"
-FORMAT_VERSION = (1, 2)  # (major, minor): readers reject another major version; 1.1 added mode 3, 1.2 mode 4
-# Writers set the oldest minor version that holds what a file uses (`container.required_version`):
-# files without a mode-4 tensor stay 1.1 byte for byte, and 1.1 readers read them.
+FORMAT_VERSION = (1, 3)  # (major, minor): readers reject another major version; 1.1 added mode 3, 1.2 mode 4,
+# 1.3 mode 5. Writers set the oldest minor version that holds what a file uses (`container.required_version`):
+# files without a mode-4 or mode-5 tensor stay 1.1 byte for byte, and 1.1 readers read them.
 OLDEST_WRITTEN_VERSION = (1, 1)
-MODE_VERSIONS = {4: (1, 2)}  # tensor mode -> the first version that has it (modes 0..3: 1.1 or earlier)
+MODE_VERSIONS = {4: (1, 2), 5: (1, 3)}  # tensor mode -> the first version that has it (modes 0..3: 1.1 or earlier)
 
 _MAX_VARINT_BYTES = 10
 U64_MAX = (1 << 64) - 1
@@ -50,6 +51,7 @@ MAX_NAME_BYTES = 4096
 MAX_RANK = 16
 MAX_TABLE_SIZE = 1 << 16
 MAX_UNIT_BYTES = (1 << 40)
+MAX_GROUPS = 256  # row groups of a mode-5 tensor
 
 SYNTAX: dict[str, list[Field]] = {
     "file_header": [
@@ -82,9 +84,9 @@ SYNTAX: dict[str, list[Field]] = {
         Field("data_type", "u8", "ONNX TensorProto data type of the tensor"),
         Field("shape", "varints", "dimensions", MAX_RANK),
         Field("mode", "u8", "0 raw (lossless bytes), 1 quantized, 2 integer (lossless, entropy coded), 3 latent, "
-                            "4 generated (lossless, format 1.2)"),
-        Field("body", "bytes", "a tensor_raw, tensor_quantized, tensor_integer, tensor_latent or tensor_generated "
-                               "structure", MAX_UNIT_BYTES),
+                            "4 generated (lossless, format 1.2), 5 grouped (quantized, a step per row group, format 1.3)"),
+        Field("body", "bytes", "a tensor_raw, tensor_quantized, tensor_integer, tensor_latent, tensor_generated or "
+                               "tensor_grouped structure", MAX_UNIT_BYTES),
     ],
     "tensor_raw": [
         Field("compression", "u8", "0 none, 1 zlib"),
@@ -111,6 +113,12 @@ SYNTAX: dict[str, list[Field]] = {
         Field("scale", "f32", "finite, nonzero factor of the generated values"),
         Field("residual", "symbols", "ordered(original) - ordered(generated) per element, ordered: the monotone "
                                      "float32 bits -> integer map (structure `symbols`)"),
+    ],
+    "tensor_grouped": [
+        Field("steps", "bytes", "float32 little-endian step of each group (1 to 256 groups)", 4 * MAX_GROUPS),
+        Field("row_groups", "symbols", "the group (0 .. groups - 1) of each row along axis 0 (structure `symbols`)"),
+        Field("groups", "symbols_list", "per group, the integers q of its rows in row order (C order within a row); "
+                                        "weight = float32(q) * the group's step in float32", MAX_GROUPS),
     ],
     "symbols": [
         Field("exact_log2", "u8", "magnitudes below 2**exact_log2 are their own bin", 62),
@@ -170,6 +178,11 @@ class Writer:
             self.varint(len(values))
             for v in values:
                 self.varint(v)
+        elif kind == "symbols_list":
+            self._check_limit(field, len(value))
+            self.varint(len(value))
+            for structure in value:
+                self.buffer += write_fields("symbols", structure)
         elif kind in SYNTAX:
             self.buffer += write_fields(kind, value)
         else:
@@ -240,6 +253,15 @@ class Reader:
             if count > self.remaining:  # each varint takes at least one byte
                 raise BitstreamError(f"{what}: {count} values cannot fit in {self.remaining} bytes")
             return self._varints(count, what)
+        if kind == "symbols_list":
+            count = self._limited(field, self.varint(what))
+            if count > self.remaining:  # each structure takes at least one byte
+                raise BitstreamError(f"{what}: {count} structures cannot fit in {self.remaining} bytes")
+            structures = []
+            for _ in range(count):
+                values, self.position = read_fields("symbols", self.data, self.position, self.end)
+                structures.append(values)
+            return structures
         if kind in SYNTAX:
             values, self.position = read_fields(kind, self.data, self.position, self.end)
             return values

@@ -132,8 +132,8 @@ def refine(calibrator, point, options: BlockwiseOptions = BlockwiseOptions(), ch
     blocks = partition(model, options.target_blocks)
     protos = block_models(model, blocks)
     symbols = {name: np.asarray(v, np.int64).copy() for name, v in point.symbols.items()}
-    steps = dict(point.steps)
     shapes = {name: calibrator.records[name].array.shape for name in symbols}
+    steps = {name: point.step_array(name, shapes[name]) for name in symbols}  # a table's rows: broadcast
 
     def decoded(name: str) -> np.ndarray:
         return quantization.dequantize(symbols[name], np.float32(steps[name])).reshape(shapes[name])
@@ -184,7 +184,7 @@ def refine(calibrator, point, options: BlockwiseOptions = BlockwiseOptions(), ch
             weight = _distortion_weight(calibrator, trained, decoded, jitted, originals, original_inputs,
                                         target_cache, energy)
             lmbda = point.lmbda * options.rate_weight
-            step_values = {n: jnp.float32(steps[n]) for n in trained}
+            step_values = {n: jnp.asarray(steps[n], jnp.float32) for n in trained}
 
             def loss_fn(latents, tables, inputs, target, key):
                 weights = dict(fixed)
@@ -259,13 +259,13 @@ def refine(calibrator, point, options: BlockwiseOptions = BlockwiseOptions(), ch
             phase.step(f"block {block.index}: loss {start_loss:.4g} -> {end_loss:.4g}, {changed} integers moved")
     decoded_all = {name: decoded(name) for name in symbols}
     fidelity = calibrator.reference_holdout.fidelity(calibrator.holdout_outputs(decoded_all))
-    bits = calibrator.estimated_bits(symbols)
+    bits = calibrator.estimated_bits(symbols, point.grouped)
     refined = dataclasses.replace(point, symbols=symbols, fidelity=fidelity, bits=bits,
                                   seconds=point.seconds + time.perf_counter() - started)
     return refined, reports
 
 
-def _initial_latents(integers: np.ndarray, values: np.ndarray, step: float, init: str) -> np.ndarray:
+def _initial_latents(integers: np.ndarray, values: np.ndarray, step: float | np.ndarray, init: str) -> np.ndarray:
     """Latents that round to the calibrated integers: at them ("integers"), or moved towards the
     float weight's position (value / step) by up to 0.49 bins ("residual"), so that entries near a
     rounding boundary flip with little push (AdaRound's intuition)."""
@@ -274,7 +274,7 @@ def _initial_latents(integers: np.ndarray, values: np.ndarray, step: float, init
         return integers
     if init != "residual":
         raise ValueError(f"init {init!r}: integers or residual")
-    return integers + np.clip(np.asarray(values, np.float64) / float(step) - integers, -0.49, 0.49)
+    return integers + np.clip(np.asarray(values, np.float64) / np.asarray(step, np.float64) - integers, -0.49, 0.49)
 
 
 def _distortion_weight(calibrator, trained, decoded, jitted, originals, inputs_cache, target_cache,

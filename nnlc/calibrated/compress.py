@@ -24,7 +24,7 @@ import numpy as np
 import onnx
 
 from nnlc import encoder, onnx_io, quantization
-from nnlc.calibrated import allocation, optq
+from nnlc.calibrated import allocation, bias, optq, rows
 from nnlc.calibrated.distortion import Reference, guess_kind
 from nnlc.calibrated.layers import HessianAccumulator, Layer, find_layers
 from nnlc.calibrated.runner import WeightFedSession
@@ -54,6 +54,16 @@ class CalibratedOptions:
     default_qp: int = -38  # data-free step of tensors the calibration inputs do not exercise
     nonweight_qp: int = -75
     lossless_names: tuple[str, ...] = ()
+    # lookup tables (Gather on axis 0): a step per row from how often the calibration inputs read it
+    # (`nnlc.calibrated.rows`; coded as bitstream mode 5); off: one step per table
+    row_steps: bool = True
+    row_prior: float = 1.0  # times the Good-Turing mass given to rows the calibration never read
+    # no row coarser than this times the step the whole table would get: rare and unseen rows are read
+    # by inputs outside the calibration set, and a retrieval metric (nearest neighbours) fails on one
+    row_max_coarsening: float = 2.0
+    # OPTQ on the centred inputs, and each layer's mean output shift moved into its bias
+    # (`nnlc.calibrated.bias`; with hessians="original")
+    bias_correction: bool = True
     damping: float = optq.DAMPING
     act_order: bool = True
     length_passes: int = 2  # OPTQ passes, each with code lengths refitted to the previous integers
@@ -73,6 +83,8 @@ class TensorState:
     quantizer_sensitivity: float | None = None  # a_t of OPTQ (layers with a Hessian)
     probe_error: float | None = None  # tr(dW H dW^T) of the probe (||dW||^2 without H)
     status: str = "allocated"  # allocated | not exercised | breaks when perturbed | not fed
+    row_probabilities: np.ndarray | None = None  # lookup tables: each row's share of reads (row steps)
+    rows_read: int = 0  # lookup tables: rows the optimisation inputs read
     qp: int | None = None
     step: float | None = None
     symbols: np.ndarray | None = None
@@ -88,6 +100,23 @@ class Point:
     steps: dict[str, float]
     symbols: dict[str, np.ndarray]
     seconds: float
+    # lookup tables with a step per row: (float32 step of each group, group of each row)
+    grouped: dict[str, tuple[np.ndarray, np.ndarray]] = dataclasses.field(default_factory=dict)
+    # small tensors coded raw with new values (biases that took their layer's correction)
+    adjusted: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+
+    def step_array(self, name: str, shape: tuple[int, ...]) -> np.ndarray | float:
+        """The tensor's step: a float, or for a grouped table its rows' steps shaped to broadcast."""
+        if name not in self.grouped:
+            return self.steps[name]
+        group_steps, row_groups = self.grouped[name]
+        return np.asarray(group_steps, np.float32)[row_groups].reshape((shape[0],) + (1,) * (len(shape) - 1))
+
+    def decoded(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
+        """What the decoder reconstructs for tensor `name` (float32)."""
+        if name in self.grouped:
+            return rows.dequantize_rows(np.asarray(self.symbols[name]).reshape(shape), *self.grouped[name])
+        return quantization.dequantize(self.symbols[name], np.float32(self.steps[name])).reshape(shape)
 
 
 class Calibrator:
@@ -105,11 +134,23 @@ class Calibrator:
                       and not getattr(item, "exact", False)]
         self.layers, tapped_model = find_layers(model)
         taps = sorted({tap for layer in self.layers.values() for tap in layer.all_taps})
+        stateful = bool(getattr(calibration, "holdout_streams", None))
+        self.lookup_tables = rows.lookup_tables(model, [
+            item.record.name for item in candidates if item.record.graph_path == "" and item.record.name not in
+            self.layers and item.record.storage == onnx_io.INITIALIZER]) if options.row_steps and not stateful else {}
+        taps = sorted(set(taps) | set(self.lookup_tables.values()))
         feed_names = {name for feeds in calibration.optimise[:1] for name in feeds}
         taps = [tap for tap in taps if tap not in feed_names]
-        self.session = WeightFedSession(tapped_model, [item.record.name for item in candidates], taps,
-                                        threads=options.threads)
         self.records = {item.record.name: item.record for item in self.plan}
+        # biases a layer's correction would change although they are coded raw (small): fed too, so the
+        # hold-out sees the corrected values
+        layer_biases = bias.layer_biases(model, self.layers, self.records) if options.bias_correction else {}
+        raw_biases = {name for name, _ in layer_biases.values() if any(
+            item.record.name == name and item.mode == encoder.RAW and item.record.array.dtype == np.float32
+            and item.lossless_reason in ("", "tiny tensor") for item in self.plan)}
+        self.session = WeightFedSession(tapped_model, [item.record.name for item in candidates] + sorted(raw_biases),
+                                        taps, threads=options.threads)
+        self.raw_biases = {name for name in raw_biases if name in self.session.fed}
         self.tensors: dict[str, TensorState] = {}
         for item in candidates:
             state = TensorState(item.record.name, item.record.role, int(item.record.array.size))
@@ -118,6 +159,14 @@ class Calibrator:
             self.tensors[state.name] = state
         self.layers = {name: layer for name, layer in self.layers.items() if name in self.session.fed}
         self.optimise_feeds = list(calibration.optimise)
+        self.lookup_tables = {name: index for name, index in self.lookup_tables.items() if name in self.session.fed}
+        if self.lookup_tables:
+            counts = rows.count_reads(self.lookup_tables, self.optimise_feeds,
+                                      lambda feed, names: self.session.run(feed, None, names),
+                                      {name: self.records[name].array.shape[0] for name in self.lookup_tables})
+            for name, table_counts in counts.items():
+                self.tensors[name].row_probabilities = rows.row_probabilities(table_counts, options.row_prior)
+                self.tensors[name].rows_read = int(np.sum(table_counts > 0))
         self.holdout_feeds = list(calibration.holdout)
         self.sensitivity_feeds = self.optimise_feeds[:max(1, options.sensitivity_feeds)]
         # stateful networks are checked running free over whole hold-out clips, as in use (and as the
@@ -133,9 +182,13 @@ class Calibrator:
         probe_inputs = [{} for _ in self.probe_streams] if self.probe_streams else self.sensitivity_feeds
         self.reference_probe = Reference(self.kind, probe_inputs, self.probe_outputs({}))
         self.hessians: dict[str, np.ndarray] = {}
+        self.input_means: dict[str, np.ndarray] = {}
         self._probes: dict[str, tuple[np.ndarray, float]] = {}
         if options.method == "optq" and options.hessians == "original":
-            self.hessians = self._collect_hessians(list(self.layers.values()), {})
+            self.hessians = self._collect_hessians(list(self.layers.values()), {}, self.input_means)
+        # layer -> (bias tensor, scale) for bias correction
+        self.biases = {name: found for name, found in layer_biases.items() if name in self.input_means and (
+            found[0] in self.raw_biases or (found[0] in self.tensors and self.tensors[found[0]].status != "not fed"))}
         self._measure_sensitivities()
         self.setup_seconds = time.perf_counter() - start
 
@@ -154,7 +207,8 @@ class Calibrator:
 
     # -- measurements -------------------------------------------------------------------------------
 
-    def _collect_hessians(self, layers: list[Layer], weights: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def _collect_hessians(self, layers: list[Layer], weights: Mapping[str, np.ndarray],
+                          means: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
         accumulators = {layer.name: HessianAccumulator(layer) for layer in layers}
         taps = sorted({tap for layer in layers for tap in layer.all_taps if tap in self.session.taps})
         with Phase("activations", len(self.optimise_feeds), self.options.quiet) as phase:
@@ -164,6 +218,8 @@ class Calibrator:
                 for accumulator in accumulators.values():
                     accumulator.add(values)
                 phase.step()
+        if means is not None:
+            means.update({name: acc.input_mean() for name, acc in accumulators.items() if acc.count})
         return {name: acc.mean() for name, acc in accumulators.items() if acc.count}
 
     def _probe(self, name: str) -> tuple[np.ndarray, float]:
@@ -247,8 +303,8 @@ class Calibrator:
         return state.rounding_sensitivity * step ** 2 / max(error, 1e-300)
 
     def _quantize_tensor(self, state: TensorState, step32: np.float32, lmbda: float,
-                         hessian: np.ndarray | None) -> np.ndarray:
-        values = self.records[state.name].array.astype(np.float64)
+                         hessian: np.ndarray | None, values: np.ndarray | None = None) -> np.ndarray:
+        values = self.records[state.name].array.astype(np.float64) if values is None else values
         layer = self.layers.get(state.name)
         use_optq = self.options.method == "optq"
         rate = lmbda if (use_optq and self.options.rate_term) else 0.0
@@ -278,8 +334,16 @@ class Calibrator:
         steps: dict[str, float] = {}
         symbols: dict[str, np.ndarray] = {}
         decoded: dict[str, np.ndarray] = {}
-        order = sorted(self.allocated, key=lambda s: (self.layers[s.name].order if s.name in self.layers else -1))
+        grouped: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         sequential = self.options.method == "optq" and self.options.hessians == "sequential"
+        allocated = {s.name for s in self.allocated}
+        biases = {name: found for name, found in self.biases.items() if name in allocated
+                  and (found[0] in allocated or found[0] in self.raw_biases)
+                  and self.options.method == "optq" and not sequential}
+        shifts: dict[str, np.ndarray] = {}  # bias tensor -> the correction its layer asks for
+        # with bias correction, the layers first: their biases are quantized after the shift is known
+        last = math.inf if biases else -1
+        order = sorted(self.allocated, key=lambda s: (self.layers[s.name].order if s.name in self.layers else last))
         stages = np.array_split(np.arange(len(order)), max(1, self.options.sequential_stages)) if sequential \
             else [np.arange(len(order))]
         with Phase(phase_label or f"tensors (lmbda {lmbda:.3g})", len(order), self.options.quiet,
@@ -292,15 +356,49 @@ class Calibrator:
                     hessians = self._collect_hessians(layers, decoded) if layers else {}
                 for state in members:
                     record = self.records[state.name]
-                    step32 = quantization.usable_step(record.array.astype(np.float32), chosen[state.name][1])
-                    integers = self._quantize_tensor(state, step32, lmbda, hessians.get(state.name))
+                    if state.row_probabilities is not None and self.options.method != "global":
+                        group_steps, row_groups, integers = self._quantize_rows(state, lmbda)
+                        grouped[state.name] = (group_steps, row_groups)
+                        steps[state.name] = float(np.exp(np.mean(np.log(group_steps[row_groups]))))
+                        symbols[state.name] = integers
+                        decoded[state.name] = rows.dequantize_rows(integers, group_steps, row_groups)
+                        phase.step(state.name)
+                        continue
+                    values = record.array.astype(np.float64)
+                    if state.name in shifts:
+                        values = values + shifts[state.name]
+                    step32 = quantization.usable_step(values.astype(np.float32), chosen[state.name][1])
+                    hessian = hessians.get(state.name)
+                    if state.name in biases and hessian is not None:
+                        hessian = bias.centred(hessian, self.input_means[state.name])
+                    integers = self._quantize_tensor(state, step32, lmbda, hessian, values)
+                    if state.name in biases:
+                        bias_name, scale = biases[state.name]
+                        layer = self.layers[state.name]
+                        weight = quantization.dequantize(integers, step32).reshape(record.array.shape)
+                        shifts[bias_name] = bias.bias_shift(layer, values, weight, self.input_means[state.name], scale)
                     steps[state.name] = float(step32)
                     symbols[state.name] = integers.reshape(record.array.shape)
                     decoded[state.name] = quantization.dequantize(integers, step32).reshape(record.array.shape)
                     phase.step(state.name)
+        adjusted = {name: (self.records[name].array.astype(np.float64) + shift).astype(np.float32)
+                    for name, shift in shifts.items() if name in self.raw_biases}  # coded raw, corrected
+        decoded.update(adjusted)
         metrics = self.reference_holdout.fidelity(self.holdout_outputs(decoded))
-        bits = self.estimated_bits(symbols)
-        return Point(lmbda, bits, metrics, steps, symbols, time.perf_counter() - start)
+        bits = self.estimated_bits(symbols, grouped)
+        return Point(lmbda, bits, metrics, steps, symbols, time.perf_counter() - start, grouped, adjusted)
+
+    def _quantize_rows(self, state: TensorState, lmbda: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(group steps, row groups, integers) of a lookup table: equal-slope steps per row, rounded."""
+        array = self.records[state.name].array.astype(np.float32)
+        row_size = max(1, array.size // max(1, array.shape[0]))
+        max_step = 4.0 * float(np.max(np.abs(array))) + 1e-30
+        table_step = allocation.allocated_step(lmbda, state.params, state.sensitivity)
+        max_step = min(max_step, self.options.row_max_coarsening * table_step)
+        per_row = rows.row_steps(lmbda, state.sensitivity, row_size, state.row_probabilities, max_step)
+        group_steps, row_groups = rows.group_rows(per_row, snap=self.options.step_grid == "qp")
+        integers, usable = rows.quantize_rows(array, group_steps, row_groups)
+        return usable, row_groups, integers
 
     def planned(self, point: Point) -> list[encoder.CodedTensor]:
         """The encoder's plan with the point's steps and integers in place of the data-free ones."""
@@ -310,18 +408,32 @@ class Calibrator:
             state = self.tensors.get(name)
             if state is not None and state.status == "breaks when perturbed":
                 item = encoder.CodedTensor(item.record, encoder.RAW, lossless_reason="breaks the model when perturbed")
+            elif name in point.adjusted:
+                item = encoder.CodedTensor(dataclasses.replace(item.record, array=point.adjusted[name]), encoder.RAW,
+                                           lossless_reason="bias with its layer's correction")
+            elif name in point.grouped:
+                group_steps, row_groups = point.grouped[name]
+                item = encoder.CodedTensor(item.record, encoder.GROUPED, symbols=np.asarray(point.symbols[name], np.int64)
+                                           .ravel(), steps=group_steps, row_groups=row_groups)
             elif name in point.symbols:
                 item = encoder.CodedTensor(item.record, encoder.QUANTIZED, np.float32(point.steps[name]),
                                            np.asarray(point.symbols[name], np.int64).ravel())
             planned.append(item)
         return planned
 
-    def estimated_bits(self, symbols: Mapping[str, np.ndarray]) -> float:
-        """Estimated size in bits of every tensor at these integers (others as the data-free plan)."""
+    def estimated_bits(self, symbols: Mapping[str, np.ndarray],
+                       grouped: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None) -> float:
+        """Estimated size in bits of every tensor at these integers (others as the data-free plan);
+        `grouped`: the lookup tables with a step per row (`Point.grouped`)."""
         total = 0.0
+        grouped = grouped or {}
         for item in self.plan:
             name = item.record.name
-            if name in symbols:
+            if name in grouped:
+                total += encoder.grouped_estimated_bits(encoder.CodedTensor(
+                    item.record, encoder.GROUPED, symbols=np.asarray(symbols[name]).ravel(), steps=grouped[name][0],
+                    row_groups=grouped[name][1]))
+            elif name in symbols:
                 total += optq_plan_bits(symbols[name])
             elif self.tensors.get(name) is not None and self.tensors[name].status == "breaks when perturbed":
                 total += 8 * item.record.array.nbytes

@@ -333,11 +333,12 @@ def find_layers(model: onnx.ModelProto) -> tuple[dict[str, Layer], onnx.ModelPro
 
 
 class HessianAccumulator:
-    """Sums X^T X per layer group over calibration batches; `mean()` gives H = E[x x^T]."""
+    """Sums X^T X (and X) per layer group over calibration batches; `mean()` gives H = E[x x^T]."""
 
     def __init__(self, layer: Layer):
         self.layer = layer
         self.sum = np.zeros((layer.groups, layer.columns, layer.columns), np.float64)
+        self.row_sum = np.zeros((layer.groups, layer.columns), np.float64)
         self.count = 0
 
     def add(self, values: Mapping[str, np.ndarray]) -> bool:
@@ -348,9 +349,14 @@ class HessianAccumulator:
                 continue
             rows = np.asarray(rows, np.float32)
             self.sum += np.matmul(rows.transpose(0, 2, 1), rows).astype(np.float64)
+            self.row_sum += rows.sum(axis=1, dtype=np.float64)
             self.count += rows.shape[1]
             added = True
         return added
 
     def mean(self) -> np.ndarray:
         return self.sum / max(1, self.count)
+
+    def input_mean(self) -> np.ndarray:
+        """E[x] of the input rows, [groups, columns] (bias correction)."""
+        return self.row_sum / max(1, self.count)

@@ -20,8 +20,9 @@ from nnlc.decoder import analytic, latents
 from nnlc.errors import BitstreamError, ModelError
 from nnlc.quantization import MAX_QUANTIZED_MAGNITUDE, dequantize
 
-RAW, QUANTIZED, INTEGER, LATENT, GENERATED = 0, 1, 2, 3, 4
-MODE_NAMES = {RAW: "raw", QUANTIZED: "quantized", INTEGER: "integer", LATENT: "latent", GENERATED: "generated"}
+RAW, QUANTIZED, INTEGER, LATENT, GENERATED, GROUPED = 0, 1, 2, 3, 4, 5
+MODE_NAMES = {RAW: "raw", QUANTIZED: "quantized", INTEGER: "integer", LATENT: "latent", GENERATED: "generated",
+              GROUPED: "grouped"}
 FLAG_TOPOLOGY = 1
 _NUMPY_TYPES = {**onnx_io.FLOAT_TYPES, **onnx_io.INTEGER_TYPES}
 # Errors that malformed content can provoke in parsing libraries; all become BitstreamError.
@@ -131,6 +132,8 @@ def decode_tensor(unit: TensorUnit, want_symbols: bool = False,
         return _decode_latent(unit, limits)
     if unit.mode == GENERATED:
         return _decode_generated(unit), None, None
+    if unit.mode == GROUPED:
+        return _decode_grouped(unit)
     structure = "tensor_quantized" if unit.mode == QUANTIZED else "tensor_integer"
     fields = read_exact(structure, unit.body)
     if unit.mode == INTEGER:
@@ -205,6 +208,41 @@ def _decode_generated(unit: TensorUnit) -> np.ndarray:
         raise BitstreamError(f"tensor {unit.name!r}: residual beyond 2**32 float32 steps")
     keys = analytic.ordered_from_float32(generated).ravel() + residual
     return analytic.float32_from_ordered(keys).reshape(unit.shape)
+
+
+def _decode_grouped(unit: TensorUnit) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Mode 5: rows along axis 0 in groups, each with its own float32 step and coding table.
+
+    Returns (values, integers, the step of every row)."""
+    fields = read_exact("tensor_grouped", unit.body)
+    if unit.dtype.kind != "f":
+        raise BitstreamError(f"tensor {unit.name!r}: grouped tensors are floating point, not data type {unit.data_type}")
+    if not unit.shape:
+        raise BitstreamError(f"tensor {unit.name!r}: a grouped tensor needs at least one axis")
+    raw_steps = bytes(fields["steps"])
+    if not raw_steps or len(raw_steps) % 4:
+        raise BitstreamError(f"tensor {unit.name!r}: {len(raw_steps)} bytes of group steps")
+    steps = np.frombuffer(raw_steps, dtype="<f4").astype(np.float32)
+    if not np.all(np.isfinite(steps)) or np.any(steps <= 0):
+        raise BitstreamError(f"tensor {unit.name!r}: invalid group steps")
+    if len(fields["groups"]) != len(steps):
+        raise BitstreamError(f"tensor {unit.name!r}: {len(fields['groups'])} groups coded, {len(steps)} steps")
+    rows = unit.shape[0]
+    row_size = unit.size // rows if rows else 0
+    row_groups = decode_symbols(fields["row_groups"], rows)
+    if row_groups.size and (row_groups.min() < 0 or row_groups.max() >= len(steps)):
+        raise BitstreamError(f"tensor {unit.name!r}: a row group outside 0..{len(steps) - 1}")
+    symbols = np.zeros((rows, row_size), np.int64)
+    values = np.zeros((rows, row_size), np.float32)
+    with np.errstate(over="raise", invalid="raise"):
+        for group, (step, coded) in enumerate(zip(steps, fields["groups"], strict=True)):
+            members = np.flatnonzero(row_groups == group)
+            integers = decode_symbols(coded, members.size * row_size)
+            if integers.size and np.max(np.abs(integers)) > MAX_QUANTIZED_MAGNITUDE:
+                raise BitstreamError(f"tensor {unit.name!r}: quantized value beyond 2**23")
+            symbols[members] = integers.reshape(members.size, row_size)
+            values[members] = dequantize(integers, step).reshape(members.size, row_size)
+    return _to_dtype(values.reshape(unit.shape), unit), symbols.reshape(unit.shape), steps[row_groups]
 
 
 def _wrap(index: int, what: str, function, *args):
@@ -356,8 +394,9 @@ def inspect_bitstream(data: bytes, limits: Limits = Limits()) -> dict:
         step = None
         if unit.mode == QUANTIZED:
             step = _wrap(unit_frame.index, "tensor unit", read_exact, "tensor_quantized", unit.body)["step"]
-        elif unit.mode == LATENT:
-            fields = _wrap(unit_frame.index, "tensor unit", read_exact, "tensor_latent", unit.body)
+        elif unit.mode in (LATENT, GROUPED):  # the geometric mean of the tensor's steps
+            structure = "tensor_latent" if unit.mode == LATENT else "tensor_grouped"
+            fields = _wrap(unit_frame.index, "tensor unit", read_exact, structure, unit.body)
             steps = np.frombuffer(bytes(fields["steps"])[: len(fields["steps"]) // 4 * 4], dtype="<f4")
             step = float(np.exp(np.mean(np.log(steps)))) if steps.size and np.all(steps > 0) else None
         rows.append({"name": unit.name, "shape": list(unit.shape), "role": unit.role, "mode": MODE_NAMES[unit.mode],
