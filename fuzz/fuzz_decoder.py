@@ -52,7 +52,7 @@ FUZZ_LIMITS = Limits(max_tensor_elements=1 << 20, max_total_bytes=1 << 26, max_t
                      max_units=1 << 12)
 CRASHES = ROOT / "fuzz" / "crashes"
 _BODY_STRUCTURES = {0: "tensor_raw", 1: "tensor_quantized", 2: "tensor_integer", 3: "tensor_latent",
-                    4: "tensor_generated"}
+                    4: "tensor_generated", 5: "tensor_grouped"}
 _INTERESTING = (0, 1, 2, 3, 4, 7, 8, 15, 16, 17, 31, 32, 63, 64, 127, 128, 255, 256, 1023, 1 << 16, (1 << 16) + 1,
                 1 << 20, 1 << 23, (1 << 24) + 1, 1 << 30, (1 << 31) - 1, 1 << 32, 1 << 40, (1 << 63) - 1)
 
@@ -187,6 +187,17 @@ def _mutate_value(field: Field, value: Any, rng: random.Random, mutate_bytes) ->
         return values[: field.limit]
     if kind == "bytes":
         return _mutate_bytes(bytes(value), rng, mutate_bytes)
+    if kind == "symbols_list":  # one structure changed, dropped or repeated
+        structures = [dict(v) for v in value]
+        choice = rng.randrange(3)
+        if choice == 0 and structures:
+            index = rng.randrange(len(structures))
+            structures[index] = _mutate_structure("symbols", structures[index], rng, mutate_bytes)
+        elif choice == 1 and structures:
+            structures.pop(rng.randrange(len(structures)))
+        elif structures:
+            structures.insert(rng.randrange(len(structures) + 1), dict(rng.choice(structures)))
+        return structures[: field.limit]
     return _mutate_structure(kind, value, rng, mutate_bytes)
 
 

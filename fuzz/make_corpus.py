@@ -4,7 +4,7 @@ Run from the repository root: `python fuzz/make_corpus.py`. The seeds come from 
 tests/onnx_builders.py (several qps, topology on and off, quantized and lossless tensors, zlib raw
 data, raw offset bits), latent tensors of the three decoders, integer tensors, escaped symbols,
 Constant `value_float(s)` storage, an int8 QDQ conv, fp16 / bf16 weights and generated (mode 4) DFT
-bases, with and without a residual.
+bases, with and without a residual, and a lookup table in row groups (mode 5).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 import onnx_builders  # noqa: E402
-from nnlc import encoder  # noqa: E402
+from nnlc import encoder, onnx_io  # noqa: E402
 from nnlc.coding.binning import Binning  # noqa: E402
 from nnlc.coding.symbols import CodingPlan  # noqa: E402
 from nnlc.coding.tables import table_from_counts  # noqa: E402
@@ -130,6 +130,22 @@ def generated_bitstreams() -> dict[str, bytes]:
             "generated_dft_basis_residual": encoder.compress_model(onnx_builders.stft_conv(noisy)[0], qp=-30).bitstream}
 
 
+def grouped_bitstream() -> bytes:
+    """A lookup table whose rows fall into three step groups (mode 5, format 1.3), one group unused."""
+    table = np.random.default_rng(5).normal(size=(24, 6)).astype(np.float32)
+    graph = helper.make_graph([helper.make_node("Gather", ["table", "ids"], ["y"])], "lookup",
+                              [helper.make_tensor_value_info("ids", TensorProto.INT64, [None])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 6])],
+                              [numpy_helper.from_array(table, "table")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    steps = np.array([0.01, 0.2, 0.05, 1.5], np.float32)
+    row_groups = np.array([0, 1, 3] * 8)
+    integers = np.rint(table / steps[row_groups][:, None]).astype(np.int64)
+    record = onnx_io.find_tensors(model)["table"]
+    return encoder.write_bitstream(model, [encoder.CodedTensor(record, encoder.GROUPED, symbols=integers.ravel(),
+                                                               steps=steps, row_groups=row_groups)]).bitstream
+
+
 def seeds() -> dict[str, bytes]:
     """Name -> bitstream of every seed."""
     found: dict[str, bytes] = {}
@@ -149,6 +165,7 @@ def seeds() -> dict[str, bytes]:
     found["qdq_int8_conv"] = encoder.compress_model(qdq_model(), qp=-30).bitstream
     found.update(half_precision_bitstreams())
     found.update(generated_bitstreams())
+    found["grouped_rows"] = grouped_bitstream()
     return found
 
 

@@ -53,6 +53,11 @@ flags.DEFINE_enum("method", "optq", ["optq", "allocation"], "Calibrated quantize
 flags.DEFINE_bool("rate_term", False, "OPTQ minimises error + lambda * code length (else error only).")
 flags.DEFINE_enum("hessians", "original", ["original", "sequential"], "Layer Hessians from the original "
                   "network's activations, or from the already-compressed layers before each layer.")
+flags.DEFINE_bool("row_steps", True, "Lookup tables (Gather on axis 0, e.g. word embeddings): a step per row from "
+                  "how often the calibration inputs read it (bitstream 1.3 mode 5); else one step per table.")
+flags.DEFINE_float("row_max_coarsening", 2.0, "With --row_steps: no row coarser than this times the table's own step.")
+flags.DEFINE_bool("bias_correction", False, "OPTQ on centred layer inputs, with each layer's mean output shift moved "
+                  "into its bias.")
 flags.DEFINE_integer("samples", 256, "Calibration samples (before the hold-out split).")
 flags.DEFINE_float("holdout_fraction", 0.25, "Share of the calibration samples kept to check fidelity.")
 flags.DEFINE_integer("seed", 0, "Seed of the calibration crops, frames and split.")
@@ -106,7 +111,11 @@ def calibration_options():
 def calibrated_options():
     from nnlc.calibrated.compress import CalibratedOptions
 
+    if not FLAGS.row_max_coarsening >= 1.0:
+        raise NnlcError(f"--row_max_coarsening must be at least 1, got {FLAGS.row_max_coarsening}")
     return CalibratedOptions(kind=FLAGS.eval, method=FLAGS.method, rate_term=FLAGS.rate_term, hessians=FLAGS.hessians,
+                             row_steps=FLAGS.row_steps, row_max_coarsening=FLAGS.row_max_coarsening,
+                             bias_correction=FLAGS.bias_correction,
                              nonweight_qp=FLAGS.nonweight_qp, lossless_names=tuple(FLAGS.lossless),
                              threads=FLAGS.threads, quiet=FLAGS.quiet)
 

@@ -40,11 +40,12 @@ def layer_biases(model: onnx.ModelProto, layers: Mapping[str, Layer],
             for value in node.input:
                 readers[value] = readers.get(value, 0) + 1
                 consumers.setdefault(value, []).append(node)
-    main = {id(node) for node in model.graph.node}
+    main_outputs = {output for node in model.graph.node for output in node.output if output}
     found: dict[str, tuple[str, float]] = {}
     for name, layer in layers.items():
         node = layer.node
-        if layer.alternates or id(node) not in main or records.get(name) is None or records[name].graph_path:
+        if (layer.alternates or not node.output or node.output[0] not in main_outputs or records.get(name) is None
+                or records[name].graph_path):
             continue
         outputs = layer.groups * layer.rows
         bias, scale = None, 1.0

@@ -63,7 +63,8 @@ class CalibratedOptions:
     row_max_coarsening: float = 2.0
     # OPTQ on the centred inputs, and each layer's mean output shift moved into its bias
     # (`nnlc.calibrated.bias`; with hessians="original")
-    bias_correction: bool = True
+    bias_correction: bool = False  # measured on mobilenet_v2: no gain (docs/calibrated_mode.md)
+    centred_hessians: bool = True  # with bias correction: OPTQ on the centred inputs (else on E[x x^T])
     damping: float = optq.DAMPING
     act_order: bool = True
     length_passes: int = 2  # OPTQ passes, each with code lengths refitted to the previous integers
@@ -369,7 +370,7 @@ class Calibrator:
                         values = values + shifts[state.name]
                     step32 = quantization.usable_step(values.astype(np.float32), chosen[state.name][1])
                     hessian = hessians.get(state.name)
-                    if state.name in biases and hessian is not None:
+                    if state.name in biases and hessian is not None and self.options.centred_hessians:
                         hessian = bias.centred(hessian, self.input_means[state.name])
                     integers = self._quantize_tensor(state, step32, lmbda, hessian, values)
                     if state.name in biases:
