@@ -110,3 +110,14 @@ def test_calibrated_tables_get_row_steps_that_beat_one_step_at_equal_bytes():
     assert len(compared) >= 4
     for reference in compared:
         assert np.interp(math.log(reference.bits), bits, distortion) < math.log(reference.fidelity["distortion"]) - 0.3
+
+
+def test_embedding_holdout_searches_neighbours_among_the_optimisation_samples_too():
+    model, calibration = embedding_model(), calibration_set()
+    calibrator = Calibrator(model, calibration, CalibratedOptions(quiet=True, kind="embedding", method="allocation"))
+    metrics = calibrator.quantize(1e-5).fidelity
+    assert metrics["neighbour_gallery"] == 8 * (len(calibration.holdout) + len(calibration.optimise))
+    assert 0.0 <= metrics["neighbour_agreement"] <= 1.0 and "neighbour_agreement_holdout_only" in metrics
+    alone = Calibrator(model, calibration, CalibratedOptions(quiet=True, kind="embedding", method="allocation",
+                                                             neighbour_gallery=False))
+    assert "neighbour_gallery" not in alone.quantize(1e-5).fidelity

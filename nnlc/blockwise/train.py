@@ -258,7 +258,7 @@ def refine(calibrator, point, options: BlockwiseOptions = BlockwiseOptions(), ch
                 _save_block(checkpoint_dir, block.index, trained, symbols, reports[-1])
             phase.step(f"block {block.index}: loss {start_loss:.4g} -> {end_loss:.4g}, {changed} integers moved")
     decoded_all = {name: decoded(name) for name in symbols}
-    fidelity = calibrator.reference_holdout.fidelity(calibrator.holdout_outputs(decoded_all))
+    fidelity = calibrator.holdout_fidelity(decoded_all)
     bits = calibrator.estimated_bits(symbols, point.grouped)
     refined = dataclasses.replace(point, symbols=symbols, fidelity=fidelity, bits=bits,
                                   seconds=point.seconds + time.perf_counter() - started)

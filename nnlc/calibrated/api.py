@@ -132,7 +132,7 @@ def compress_calibrated(model: onnx.ModelProto, calibration: str | CalibrationSe
         raise NnlcError("no tensor responded to the calibration inputs: nothing to allocate "
                         "(are the inputs all zero, or is every weight kept exact?)")
     if target is not None:
-        probe = calibrator.reference_holdout.fidelity(calibrator.holdout_outputs({}))
+        probe = calibrator.holdout_fidelity({})
         check_target_fits(target, probe, calibrator.kind)
         params = sum(state.params for state in calibrator.allocated)
         start = allocation.predicted_lmbda(distortion_budget(target, calibrator.kind), params)

@@ -63,6 +63,8 @@ class CalibratedOptions:
     row_max_coarsening: float = 2.0
     # OPTQ on the centred inputs, and each layer's mean output shift moved into its bias
     # (`nnlc.calibrated.bias`; with hessians="original")
+    # embeddings: hold-out neighbours searched among the optimisation sentences too (`Reference`)
+    neighbour_gallery: bool = True
     bias_correction: bool = False  # measured on mobilenet_v2: no gain (docs/calibrated_mode.md)
     centred_hessians: bool = True  # with bias correction: OPTQ on the centred inputs (else on E[x x^T])
     damping: float = optq.DAMPING
@@ -177,7 +179,10 @@ class Calibrator:
         # streams at several sample rates (silero_vad's branches): the target must hold at each rate
         groups = [",".join(f"{k}={int(np.ravel(v)[0])}" for k, v in sorted(s.constants.items()))
                   for s in self.holdout_streams] if self.holdout_streams else None
-        self.reference_holdout = Reference(self.kind, holdout_inputs, self.holdout_outputs({}), groups)
+        gallery = None
+        if self.kind == "embedding" and not self.holdout_streams and options.neighbour_gallery:
+            gallery = Reference(self.kind, self.optimise_feeds, self.session.run_all(self.optimise_feeds))
+        self.reference_holdout = Reference(self.kind, holdout_inputs, self.holdout_outputs({}), groups, gallery)
         # their sensitivities too: an error in a recurrent weight grows through the fed-back state
         self.probe_streams = list(getattr(calibration, "optimise_streams", None) or []) if self.holdout_streams else []
         probe_inputs = [{} for _ in self.probe_streams] if self.probe_streams else self.sensitivity_feeds
@@ -201,6 +206,12 @@ class Calibrator:
     def holdout_outputs(self, weights: Mapping[str, np.ndarray]) -> list[list[np.ndarray]]:
         """The network's outputs on the hold-out (free-running streams for stateful networks)."""
         return self._outputs(self.holdout_streams, self.holdout_feeds, weights)
+
+    def holdout_fidelity(self, weights: Mapping[str, np.ndarray]) -> dict[str, Any]:
+        """The hold-out metrics under `weights` (with the optimisation sentences as the neighbour
+        gallery of embeddings, see `Reference`)."""
+        gallery = self.session.run_all(self.optimise_feeds, weights) if self.reference_holdout.gallery else None
+        return self.reference_holdout.fidelity(self.holdout_outputs(weights), gallery)
 
     def probe_outputs(self, weights: Mapping[str, np.ndarray]) -> list[list[np.ndarray]]:
         """The network's outputs on the sensitivity feeds (free-running optimisation clips when stateful)."""
@@ -385,7 +396,7 @@ class Calibrator:
         adjusted = {name: (self.records[name].array.astype(np.float64) + shift).astype(np.float32)
                     for name, shift in shifts.items() if name in self.raw_biases}  # coded raw, corrected
         decoded.update(adjusted)
-        metrics = self.reference_holdout.fidelity(self.holdout_outputs(decoded))
+        metrics = self.holdout_fidelity(decoded)
         bits = self.estimated_bits(symbols, grouped)
         return Point(lmbda, bits, metrics, steps, symbols, time.perf_counter() - start, grouped, adjusted)
 
