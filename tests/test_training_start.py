@@ -86,3 +86,35 @@ def test_calibrated_then_end_to_end_runs_from_one_config(tmp_path):
     assert written["start_stage"]["stage"] == "calibrated" and written["start_stage"]["bytes"] > 0
     assert result["start_stage"]["bytes"] == written["start_stage"]["bytes"]
     assert (workdir / "metrics.jsonl").exists()
+
+
+def test_channel_decoders_start_exactly_at_row_steps_and_at_one_step(tmp_path):
+    config = _chained_config(tmp_path)
+    config.reparam.conv_decoder = config.reparam.dense_decoder = "channel"
+    config.reparam.min_channel_elements = 1
+    model = onnx.load(config.model)
+    problem, params = build_problem(model, config, jax.random.key(0))
+    channel = [name for name, entry in problem.plan.items() if entry.kind == "channel"]
+    assert len(channel) >= 2
+    rng = np.random.default_rng(0)
+    steps, symbols = {}, {}
+    for index, name in enumerate(channel):
+        shape = problem.records[name].array.shape
+        symbols[name] = rng.integers(-20, 21, size=shape)
+        # row steps for the first tensor (a table with row steps), one step for the others
+        steps[name] = rng.uniform(0.01, 0.1, size=shape[0]).astype(np.float32) if index == 0 else 0.03
+    save_start(str(tmp_path / "start.npz"), steps, symbols)
+    steps, symbols = load_start(str(tmp_path / "start.npz"))
+    assert isinstance(steps[channel[0]], np.ndarray) and isinstance(steps[channel[1]], float)
+    params, report = apply_start(problem, params, steps, symbols)
+    assert set(report.started) == set(channel) and not report.not_scalar
+    weights = decoded_weights(problem, params, rounding="round")
+    for name in channel:
+        shape = symbols[name].shape
+        row = np.broadcast_to(np.asarray(steps[name], np.float32), (shape[0],)).reshape((-1,) + (1,) * (len(shape) - 1))
+        np.testing.assert_allclose(np.asarray(weights[name]), symbols[name].astype(np.float32) * row, rtol=3e-7)
+    # row steps where the decoder is scalar cannot be held: that tensor keeps its own start
+    config.reparam.conv_decoder = config.reparam.dense_decoder = "scalar"
+    problem, params = build_problem(model, config, jax.random.key(0))
+    _, report = apply_start(problem, params, {channel[0]: steps[channel[0]]}, symbols)
+    assert report.not_scalar == [channel[0]] and not report.started

@@ -148,7 +148,8 @@ def run_calibrated(config: Any, workdir: str, quiet: bool = False, stage: str | 
         raise ValueError(f"stage {stage!r}: calibrated or blockwise here (end_to_end: the trainer)")
     compress_s = time.perf_counter() - started
     atomic_write(os.path.join(workdir, "model.nnlc"), result.bitstream)
-    save_start(os.path.join(workdir, START_FILE), result.point.steps, result.point.symbols)
+    row_steps = {name: group_steps[row_groups] for name, (group_steps, row_groups) in result.point.grouped.items()}
+    save_start(os.path.join(workdir, START_FILE), {**result.point.steps, **row_steps}, result.point.symbols)
     decoded = decode_bitstream(result.bitstream)
     atomic_write(os.path.join(workdir, "decoded.onnx"), decoded.SerializeToString())
     original_path = os.path.join(workdir, "original.onnx")
