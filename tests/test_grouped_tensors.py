@@ -51,6 +51,8 @@ def test_round_trip_is_the_documented_reconstruction_and_version_1_3():
     assert row["mode"] == "grouped" and row["groups"] == 3
     assert row["mse"] == pytest.approx(float(np.mean((expected - table).astype(np.float64) ** 2)))
     assert inspect_bitstream(result.bitstream)["tensors"][0]["mode"] == "grouped"
+    as_quantized = onnx_io.find_tensors(decode_bitstream(result.bitstream, quantized=True))["table"].array
+    assert np.array_equal(as_quantized, expected)  # --quantized keeps a grouped tensor float
     estimate = encoder.estimated_bits([item])
     payload_bits = 8 * row["payload_bytes"]
     assert abs(payload_bits - row["ideal_payload_bits"]) < 0.02 * payload_bits + 64
