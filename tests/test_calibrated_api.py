@@ -171,6 +171,7 @@ def test_cli_compress_and_analyze_with_calibration(problem, tmp_path):
     (["--calibrate=SOURCE_DIR", "--qp=-30"], "data-free mode"),
     (["--calibrate=SOURCE_DIR", "--target=cos>0.9"], "cannot read target"),
     (["--calibrate=/no/such/place"], "not found"),
+    (["--calibrate=SOURCE_DIR", "--row_max_coarsening=0.5"], "at least 1"),
 ])
 def test_cli_bad_calibrated_flags_give_one_line(problem, tmp_path, flags, message):
     model, _, folder = problem
