@@ -265,9 +265,9 @@ def _report_row(item: CodedTensor, payload: bytes, fields: dict | None) -> dict:
         row["side_bytes"] = len(payload) - coded
     if item.mode in (QUANTIZED, LATENT, GROUPED):
         if item.mode == GROUPED:
-            steps = np.asarray(item.steps, np.float32)[np.asarray(item.row_groups, np.int64)]
-            integers = np.asarray(item.symbols, np.int64).reshape(len(steps), -1)
-            decoded = (integers.astype(np.float32) * steps[:, None]).reshape(record.array.shape)
+            steps = quantization.group_row_steps(item.steps, item.row_groups)
+            decoded = quantization.dequantize_rows(np.asarray(item.symbols, np.int64).reshape(record.array.shape),
+                                                   item.steps, item.row_groups)
             row["groups"] = int(len(item.steps))
             row["step"] = float(np.exp(np.mean(np.log(steps)))) if steps.size else None
         elif item.mode == QUANTIZED:

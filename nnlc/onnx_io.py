@@ -18,6 +18,7 @@ import copy
 import dataclasses
 import os
 from collections.abc import Iterator, Mapping
+from typing import Any
 
 import numpy as np
 import onnx
@@ -177,21 +178,22 @@ def _qualified(path: str, name: str) -> str:
     return f"{path}/{name}" if path else name
 
 
-def _consumers(model: onnx.ModelProto) -> dict[str, list[tuple[onnx.NodeProto, int]]]:
+def consumers(model: onnx.ModelProto) -> dict[str, list[tuple[onnx.NodeProto, int]]]:
     """Maps each value name to the (node, input index) pairs that read it, over all graphs."""
-    consumers: dict[str, list[tuple[onnx.NodeProto, int]]] = {}
+    found: dict[str, list[tuple[onnx.NodeProto, int]]] = {}
     for _, graph in iter_graphs(model.graph):
         for node in graph.node:
             for position, value in enumerate(node.input):
                 if value:
-                    consumers.setdefault(value, []).append((node, position))
-    return consumers
+                    found.setdefault(value, []).append((node, position))
+    return found
 
 
-def _attribute_int(node: onnx.NodeProto, name: str, default: int) -> int:
+def node_attribute(node: onnx.NodeProto, name: str, default: Any = None) -> Any:
+    """The value of `node`'s attribute `name` (strings as bytes), or `default` when it has none."""
     for attribute in node.attribute:
         if attribute.name == name:
-            return int(attribute.i)
+            return onnx.helper.get_attribute_value(attribute)
     return default
 
 
@@ -201,7 +203,7 @@ def _role_for_use(node: onnx.NodeProto, position: int, array: np.ndarray) -> str
         return "quantization"
     if op in ("Conv", "ConvTranspose", "ConvInteger"):
         if position == 1:
-            return "depthwise_kernel" if _attribute_int(node, "group", 1) > 1 else "conv_kernel"
+            return "depthwise_kernel" if int(node_attribute(node, "group", 1)) > 1 else "conv_kernel"
         if position == 2:
             return "bias"
     if op == "Gemm":
@@ -257,14 +259,14 @@ def find_tensors(model: onnx.ModelProto, include_integer: bool = False) -> dict[
     if external:
         raise ModelError(f"tensor {external[0]!r}: its data is in an external file that was not loaded "
                          "(load the model with its external data)")
-    consumers = _consumers(model)
+    readers = consumers(model)
     records: dict[str, TensorRecord] = {}
 
     def add(path: str, onnx_name: str, storage: int, array: np.ndarray) -> None:
         name = _qualified(path, onnx_name)
         if name in records:
             raise ModelError(f"two tensors share the name {name!r}; the model is not valid ONNX")
-        role = _infer_role(onnx_name, array, consumers)
+        role = _infer_role(onnx_name, array, readers)
         records[name] = TensorRecord(name, path, onnx_name, storage, role, array)
 
     for path, graph in iter_graphs(model.graph):

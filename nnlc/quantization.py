@@ -49,3 +49,15 @@ def quantize(values: np.ndarray, step: np.float32) -> np.ndarray:
 def dequantize(symbols: np.ndarray, step: np.float32) -> np.ndarray:
     """The documented reconstruction: float32(q) * float32(step), in float32."""
     return np.asarray(symbols).astype(np.float32) * np.float32(step)
+
+
+def group_row_steps(group_steps: np.ndarray, row_groups: np.ndarray, ndim: int = 1) -> np.ndarray:
+    """The float32 step of every row along axis 0 (bitstream mode 5), shaped to broadcast over `ndim` axes."""
+    steps = np.asarray(group_steps, np.float32)[np.asarray(row_groups, np.int64)]
+    return steps.reshape((len(steps),) + (1,) * (ndim - 1))
+
+
+def dequantize_rows(integers: np.ndarray, group_steps: np.ndarray, row_groups: np.ndarray) -> np.ndarray:
+    """Mode 5's reconstruction: float32(q) * the step of the row's group, in float32."""
+    integers = np.asarray(integers)
+    return dequantize(integers, group_row_steps(group_steps, row_groups, integers.ndim))

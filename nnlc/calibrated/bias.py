@@ -20,26 +20,13 @@ from nnlc import onnx_io
 from nnlc.calibrated.layers import Layer
 
 
-def _attribute(node: onnx.NodeProto, name: str, default: float) -> float:
-    for attribute in node.attribute:
-        if attribute.name == name:
-            return attribute.f if attribute.type == onnx.AttributeProto.FLOAT else attribute.i
-    return default
-
-
 def layer_biases(model: onnx.ModelProto, layers: Mapping[str, Layer],
                  records: Mapping[str, onnx_io.TensorRecord]) -> dict[str, tuple[str, float]]:
     """{layer name: (bias tensor name, scale)}: the bias whose entry i adds scale * bias[i] to output i.
 
     Only main-graph layers without alternates, whose bias is a 1-D float tensor with one entry per
     output and read by nothing else."""
-    readers: dict[str, int] = {}
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for _, graph in onnx_io.iter_graphs(model.graph):
-        for node in graph.node:
-            for value in node.input:
-                readers[value] = readers.get(value, 0) + 1
-                consumers.setdefault(value, []).append(node)
+    readers = onnx_io.consumers(model)
     main_outputs = {output for node in model.graph.node for output in node.output if output}
     found: dict[str, tuple[str, float]] = {}
     for name, layer in layers.items():
@@ -51,18 +38,18 @@ def layer_biases(model: onnx.ModelProto, layers: Mapping[str, Layer],
         bias, scale = None, 1.0
         if layer.kind == "conv" and len(node.input) > 2:
             bias = node.input[2]
-        elif layer.kind == "gemm" and len(node.input) > 2 and not _attribute(node, "transA", 0):
-            beta = float(_attribute(node, "beta", 1.0))
+        elif layer.kind == "gemm" and len(node.input) > 2 and not onnx_io.node_attribute(node, "transA", 0):
+            beta = float(onnx_io.node_attribute(node, "beta", 1.0))
             if beta != 0:
-                bias, scale = node.input[2], beta / float(_attribute(node, "alpha", 1.0))
+                bias, scale = node.input[2], beta / float(onnx_io.node_attribute(node, "alpha", 1.0))
         elif layer.kind == "matmul":
-            following = consumers.get(node.output[0], [])
+            following = [reader for reader, _ in readers.get(node.output[0], [])]
             if len(following) == 1 and following[0].op_type == "Add":
                 other = [value for value in following[0].input if value != node.output[0]]
                 bias = other[0] if len(other) == 1 else None
         record = records.get(bias) if bias else None
         if (record is None or record.graph_path or record.array.dtype.kind != "f"
-                or record.array.shape != (outputs,) or readers.get(bias, 0) != 1):
+                or record.array.shape != (outputs,) or len(readers.get(bias, ())) != 1):
             continue
         found[name] = (bias, scale)
     return found

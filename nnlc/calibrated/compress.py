@@ -61,9 +61,10 @@ class Calibrator:
         # biases a layer's correction would change although they are coded raw (small): fed too, so the
         # hold-out sees the corrected values
         layer_biases = bias.layer_biases(model, self.layers, self.records) if options.bias_correction else {}
-        raw_biases = {name for name, _ in layer_biases.values() if any(
-            item.record.name == name and item.mode == encoder.RAW and item.record.array.dtype == np.float32
-            and item.lossless_reason in ("", "tiny tensor") for item in self.plan)}
+        planned = {item.record.name: item for item in self.plan}
+        raw_biases = {name for name, _ in layer_biases.values() if planned[name].mode == encoder.RAW
+                      and planned[name].record.array.dtype == np.float32
+                      and planned[name].lossless_reason in ("", "tiny tensor")}
         self.session = WeightFedSession(tapped_model, [item.record.name for item in candidates] + sorted(raw_biases),
                                         taps, threads=options.threads)
         self.raw_biases = {name for name in raw_biases if name in self.session.fed}
@@ -286,7 +287,7 @@ class Calibrator:
                         grouped[state.name] = (group_steps, row_groups)
                         steps[state.name] = float(np.exp(np.mean(np.log(group_steps[row_groups]))))
                         symbols[state.name] = integers
-                        decoded[state.name] = rows.dequantize_rows(integers, group_steps, row_groups)
+                        decoded[state.name] = quantization.dequantize_rows(integers, group_steps, row_groups)
                         phase.step(state.name)
                         continue
                     values = record.array.astype(np.float64)

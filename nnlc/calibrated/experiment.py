@@ -148,8 +148,7 @@ def run_calibrated(config: Any, workdir: str, quiet: bool = False, stage: str | 
         raise ValueError(f"stage {stage!r}: calibrated or blockwise here (end_to_end: the trainer)")
     compress_s = time.perf_counter() - started
     atomic_write(os.path.join(workdir, "model.nnlc"), result.bitstream)
-    row_steps = {name: group_steps[row_groups] for name, (group_steps, row_groups) in result.point.grouped.items()}
-    save_start(os.path.join(workdir, START_FILE), {**result.point.steps, **row_steps}, result.point.symbols)
+    save_start(os.path.join(workdir, START_FILE), result.point.start_steps(), result.point.symbols)
     decoded = decode_bitstream(result.bitstream)
     atomic_write(os.path.join(workdir, "decoded.onnx"), decoded.SerializeToString())
     original_path = os.path.join(workdir, "original.onnx")

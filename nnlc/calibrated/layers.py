@@ -21,13 +21,6 @@ from onnx import helper
 from nnlc import onnx_io
 
 
-def _attribute(node: onnx.NodeProto, name: str, default):
-    for attribute in node.attribute:
-        if attribute.name == name:
-            return onnx.helper.get_attribute_value(attribute)
-    return default
-
-
 @dataclasses.dataclass
 class Layer:
     """One weight tensor seen as `groups` matrices of shape [rows, columns]."""
@@ -75,7 +68,7 @@ class Layer:
         if self.kind == "conv":
             return _conv_patches(x, self.node, self.groups, self.shape)
         if self.kind == "gemm":
-            if _attribute(self.node, "transA", 0):
+            if onnx_io.node_attribute(self.node, "transA", 0):
                 x = x.T
             return x.reshape(1, -1, self.columns)
         if self.kind == "matmul":
@@ -90,7 +83,7 @@ class Layer:
             initial = values.get(self.taps[2]) if len(self.taps) > 2 and self.taps[2] else None
             initial = np.zeros((self.groups, y.shape[2], hidden), np.float32) if initial is None else \
                 np.asarray(initial, np.float32).reshape(self.groups, -1, hidden)
-            direction = _attribute(self.node, "direction", b"forward")
+            direction = onnx_io.node_attribute(self.node, "direction", b"forward")
             direction = direction.decode() if isinstance(direction, bytes) else direction
             rows = []
             for d in range(self.groups):
@@ -110,13 +103,14 @@ def _conv_patches(x: np.ndarray, node: onnx.NodeProto, groups: int, shape: tuple
     spatial = len(shape) - 2
     if x.ndim != spatial + 2 or spatial not in (1, 2, 3):
         return None
-    auto_pad = _attribute(node, "auto_pad", b"NOTSET")
+    auto_pad = onnx_io.node_attribute(node, "auto_pad", b"NOTSET")
     auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
     kernel = tuple(shape[2:])
-    strides = tuple(_attribute(node, "strides", [1] * spatial))
-    dilations = tuple(_attribute(node, "dilations", [1] * spatial))
+    strides = tuple(onnx_io.node_attribute(node, "strides", [1] * spatial))
+    dilations = tuple(onnx_io.node_attribute(node, "dilations", [1] * spatial))
     if auto_pad in ("NOTSET", "VALID"):
-        pads = list(_attribute(node, "pads", [0] * (2 * spatial))) if auto_pad == "NOTSET" else [0] * (2 * spatial)
+        pads = list(onnx_io.node_attribute(node, "pads", [0] * (2 * spatial))) if auto_pad == "NOTSET" \
+            else [0] * (2 * spatial)
     else:  # SAME_UPPER / SAME_LOWER
         pads = []
         begin, end = [], []
@@ -160,12 +154,13 @@ def _row_source(value: str, producers: Mapping[str, onnx.NodeProto],
     node = producers.get(value)
     if node is None or node.op_type != "Unsqueeze":
         return None
-    axes = _constant_ints(node.input[1], producers) if len(node.input) > 1 else list(_attribute(node, "axes", []))
+    axes = _constant_ints(node.input[1], producers) if len(node.input) > 1 \
+        else list(onnx_io.node_attribute(node, "axes", []))
     if axes != [0]:
         return None
     parts = [node.input[0]]
     concat = producers.get(node.input[0])
-    if concat is not None and concat.op_type == "Concat" and int(_attribute(concat, "axis", 0)) == 0:
+    if concat is not None and concat.op_type == "Concat" and int(onnx_io.node_attribute(concat, "axis", 0)) == 0:
         parts = list(concat.input)
     sources = set()
     for part in parts:
@@ -199,13 +194,13 @@ def _layers_of_node(node: onnx.NodeProto, records: Mapping[str, onnx_io.TensorRe
     if node.op_type == "Conv" and len(inputs) > 1 and inputs[1] in records:
         record = records[inputs[1]]
         shape = record.array.shape
-        groups = int(_attribute(node, "group", 1))
+        groups = int(onnx_io.node_attribute(node, "group", 1))
         if len(shape) >= 3 and not shape[0] % groups:
             found.append(Layer(record.name, "conv", shape, groups, shape[0] // groups, int(np.prod(shape[1:])),
                                (tap_name(inputs[0]),), node, order))
     elif node.op_type == "Gemm" and len(inputs) > 1 and inputs[1] in records and records[inputs[1]].array.ndim == 2:
         record = records[inputs[1]]
-        transposed = not _attribute(node, "transB", 0)
+        transposed = not onnx_io.node_attribute(node, "transB", 0)
         rows, columns = (record.array.shape[1], record.array.shape[0]) if transposed else record.array.shape
         found.append(Layer(record.name, "gemm", record.array.shape, 1, rows, columns, (tap_name(inputs[0]),),
                            node, order, transposed))
@@ -214,7 +209,7 @@ def _layers_of_node(node: onnx.NodeProto, records: Mapping[str, onnx_io.TensorRe
         columns, rows = record.array.shape
         found.append(Layer(record.name, "matmul", record.array.shape, 1, rows, columns, (tap_name(inputs[0]),),
                            node, order, True))
-    elif node.op_type == "LSTM" and int(_attribute(node, "layout", 0)) == 0:
+    elif node.op_type == "LSTM" and int(onnx_io.node_attribute(node, "layout", 0)) == 0:
         if not node.output or not node.output[0]:
             if not node.output:
                 node.output.append("")
@@ -228,7 +223,8 @@ def _layers_of_node(node: onnx.NodeProto, records: Mapping[str, onnx_io.TensorRe
                 directions, rows, columns = record.array.shape
             else:  # a PyTorch LSTMCell export: W/R assembled from row slices of one [4H, in] weight
                 record = _row_source(inputs[position], producers or {}, records)
-                if record is None or _attribute(node, "direction", b"forward") not in (b"forward", "forward"):
+                direction = onnx_io.node_attribute(node, "direction", b"forward")
+                if record is None or direction not in (b"forward", "forward"):
                     continue
                 directions, (rows, columns) = 1, record.array.shape
             taps = (tap_name(inputs[0]),) if kind == "lstm_w" else \

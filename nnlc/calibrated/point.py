@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from nnlc import quantization
-from nnlc.calibrated import optq, rows
+from nnlc.calibrated import optq
 
 
 @dataclasses.dataclass
@@ -90,11 +90,13 @@ class Point:
         """The tensor's step: a float, or for a grouped table its rows' steps shaped to broadcast."""
         if name not in self.grouped:
             return self.steps[name]
-        group_steps, row_groups = self.grouped[name]
-        return np.asarray(group_steps, np.float32)[row_groups].reshape((shape[0],) + (1,) * (len(shape) - 1))
+        return quantization.group_row_steps(*self.grouped[name], len(shape))
+
+    def start_steps(self) -> dict[str, float | np.ndarray]:
+        """Steps for a start file: one per tensor, one per row for grouped tables."""
+        rows = {name: quantization.group_row_steps(*grouped) for name, grouped in self.grouped.items()}
+        return {**self.steps, **rows}
 
     def decoded(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
         """What the decoder reconstructs for tensor `name` (float32)."""
-        if name in self.grouped:
-            return rows.dequantize_rows(np.asarray(self.symbols[name]).reshape(shape), *self.grouped[name])
-        return quantization.dequantize(self.symbols[name], np.float32(self.steps[name])).reshape(shape)
+        return quantization.dequantize(np.asarray(self.symbols[name]).reshape(shape), self.step_array(name, shape))

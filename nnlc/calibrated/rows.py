@@ -25,6 +25,7 @@ import numpy as np
 import onnx
 
 from nnlc import onnx_io, quantization
+from nnlc.quantization import dequantize_rows  # noqa: F401 (the reconstruction, shared with the encoder)
 from nnlc.bitstream.syntax import MAX_GROUPS
 from nnlc.calibrated import allocation
 
@@ -38,35 +39,20 @@ def lookup_tables(model: onnx.ModelProto, names: Iterable[str]) -> dict[str, str
     axes, or read by any other node (a tied output projection, say), are left out.
     """
     wanted = set(names)
-    readers: dict[str, list[onnx.NodeProto]] = {}
-    for node in model.graph.node:
-        for value in node.input:
-            if value in wanted:
-                readers.setdefault(value, []).append(node)
-    for path, graph in onnx_io.iter_graphs(model.graph):  # a subgraph reading the table by name: not a lookup
-        if not path:
-            continue
-        for node in graph.node:
-            for value in node.input:
-                if value in wanted:
-                    readers.setdefault(value, []).append(node)
+    # readers in every graph: a subgraph reading the table by name makes it not a lookup table
+    readers = {value: [node for node, _ in found] for value, found in onnx_io.consumers(model).items()
+               if value in wanted}
     shapes = {init.name: tuple(init.dims) for init in model.graph.initializer}
     tables = {}
     for name, nodes in readers.items():
         if len(shapes.get(name, ())) < 2:
             continue
-        if all(node.op_type == "Gather" and node.input[0] == name and _axis(node) == 0 for node in nodes):
+        if all(node.op_type == "Gather" and node.input[0] == name and onnx_io.node_attribute(node, "axis", 0) == 0
+               for node in nodes):
             indices = {node.input[1] for node in nodes}
             if len(indices) == 1:
                 tables[name] = indices.pop()
     return tables
-
-
-def _axis(node: onnx.NodeProto) -> int:
-    for attribute in node.attribute:
-        if attribute.name == "axis":
-            return int(attribute.i)
-    return 0
 
 
 def usage_counts(indices: Iterable[np.ndarray], rows: int) -> np.ndarray:
@@ -140,14 +126,6 @@ def quantize_rows(array: np.ndarray, group_steps: np.ndarray,
         usable[group] = quantization.usable_step(flat[members], float(usable[group]))
         integers[members] = quantization.quantize(flat[members], usable[group]).reshape(int(members.sum()), -1)
     return integers.reshape(array.shape), usable
-
-
-def dequantize_rows(integers: np.ndarray, group_steps: np.ndarray, row_groups: np.ndarray) -> np.ndarray:
-    """The decoder's reconstruction: float32(q) * the row's group step, in float32."""
-    integers = np.asarray(integers)
-    steps = np.asarray(group_steps, np.float32)[np.asarray(row_groups, np.int64)]
-    shape = (len(steps),) + (1,) * (integers.ndim - 1)
-    return integers.astype(np.float32) * steps.reshape(shape)
 
 
 def count_reads(tables: Mapping[str, str], feeds: list[Mapping[str, np.ndarray]], tapped, rows: Mapping[str, int]
