@@ -41,9 +41,24 @@ def usable_step(values: np.ndarray, step: float) -> np.float32:
     return step32
 
 
+def round_to_int64(values: np.ndarray, what: str = "value") -> np.ndarray:
+    """np.rint(values) as int64, refused with a ValueError where a value is not finite or its integer
+    would exceed MAX_QUANTIZED_MAGNITUDE (NumPy's float-to-int cast is undefined out of range)."""
+    values = np.asarray(values, dtype=np.float64)
+    rounded = np.rint(values)
+    if rounded.size:
+        if not np.all(np.isfinite(rounded)):
+            raise ValueError(f"a {what} is not finite (NaN or inf): it has no integer")
+        largest = float(np.max(np.abs(rounded)))
+        if largest > MAX_QUANTIZED_MAGNITUDE:
+            raise ValueError(f"a {what} rounds to {largest:.6g}, beyond the bitstream's 2**23")
+    return rounded.astype(np.int64)
+
+
 def quantize(values: np.ndarray, step: np.float32) -> np.ndarray:
-    """Nearest integers q with |values - dequantize(q, step)| <= step / 2 (int64)."""
-    return np.rint(np.asarray(values, dtype=np.float64) / float(step)).astype(np.int64)
+    """Nearest integers q with |values - dequantize(q, step)| <= step / 2 (int64); a step too fine for
+    the values (|q| > 2**23, see `usable_step`) or a non-finite value is a ValueError."""
+    return round_to_int64(np.asarray(values, dtype=np.float64) / float(step), "quantized weight")
 
 
 def dequantize(symbols: np.ndarray, step: np.float32) -> np.ndarray:

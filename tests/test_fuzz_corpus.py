@@ -9,7 +9,6 @@ import lzma
 import pathlib
 import subprocess
 import sys
-import time
 import tracemalloc
 import zlib
 
@@ -113,16 +112,15 @@ def _quantized(symbols: dict, step: float = 0.01) -> bytes:
 
 
 def _refused(data: bytes, match: str, max_megabytes: float = 8, limits: Limits = Limits(), **options) -> None:
-    """decode_bitstream raises BitstreamError matching `match` within a second, with little memory."""
+    """decode_bitstream raises BitstreamError matching `match` with little memory, i.e. before it
+    allocates what the header declares (memory, not wall time: the check must not depend on the machine)."""
     tracemalloc.start()
-    start = time.perf_counter()
     try:
         with pytest.raises(BitstreamError, match=match):
             decode_bitstream(data, limits=limits, **options)
     finally:
         peak = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
-    assert time.perf_counter() - start < 1.0
     assert peak < max_megabytes * 2 ** 20, f"peak {peak / 2 ** 20:.1f} MiB"
 
 

@@ -8,8 +8,11 @@ import time
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# the last kill comes at step >= 30 of 120: the 90 steps left keep the run from finishing on its own
+# between two polls, whatever the machine's speed (the test asserts that it was killed)
+NUM_STEPS = 120
 COMMAND = [sys.executable, "-m", "experiments.main", "--config=experiments/configs/test.py",
-           "--config.num_steps=40", "--config.checkpoint_every=10", "--config.float_train_steps=60"]
+           f"--config.num_steps={NUM_STEPS}", "--config.checkpoint_every=10", "--config.float_train_steps=60"]
 
 
 def _run(workdir):
@@ -22,6 +25,7 @@ def _checkpoint_steps(workdir):
 
 
 def _kill_when(workdir, ready, timeout=600):
+    """Starts (or resumes) the run and SIGKILLs it once `ready()`; fails if it ended on its own."""
     process = subprocess.Popen(COMMAND + [f"--workdir={workdir}"], cwd=ROOT, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     deadline = time.time() + timeout
@@ -30,6 +34,7 @@ def _kill_when(workdir, ready, timeout=600):
     if process.poll() is None:
         process.send_signal(signal.SIGKILL)
     process.wait()
+    assert process.returncode == -signal.SIGKILL, f"the run ended on its own (exit {process.returncode}) before the kill"
 
 
 def test_sigkill_then_resume_gives_the_same_bitstream(tmp_path):
@@ -48,4 +53,4 @@ def test_sigkill_then_resume_gives_the_same_bitstream(tmp_path):
     leftovers = [name for name in os.listdir(workdir) if name.startswith(".tmp-")]
     assert not leftovers
     steps = [int(line.split('"step": ')[1].split(",")[0]) for line in open(workdir / "metrics.jsonl")]
-    assert steps == sorted(set(steps)) and steps[-1] == 40
+    assert steps == sorted(set(steps)) and steps[-1] == NUM_STEPS

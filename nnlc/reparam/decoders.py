@@ -137,7 +137,7 @@ def init_decoder(kind: str, theta: np.ndarray, qp: int | None = None,
 
 def integer_latents(phi: jax.Array) -> np.ndarray:
     """The integers the bitstream codes: round-to-nearest-even of float32 phi, as int64."""
-    return np.rint(np.asarray(phi, dtype=np.float32)).astype(np.int64)
+    return quantization.round_to_int64(np.asarray(phi, dtype=np.float32), "latent")
 
 
 def bitstream_steps(decoder_params: Mapping[str, jax.Array]) -> np.ndarray:

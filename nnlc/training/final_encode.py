@@ -57,7 +57,7 @@ def rate_distortion_rounding(latents: np.ndarray, tradeoff: float) -> np.ndarray
     rate-distortion optimised quantization of video coders, here on the learned latents).
     """
     latents = np.asarray(latents, np.float64)
-    nearest = np.rint(latents).astype(np.int64)
+    nearest = quantization.round_to_int64(latents, "latent")
     values, counts = np.unique(nearest, return_counts=True)
     low = np.floor(latents).astype(np.int64)
     candidates = np.stack([low, low + 1])
@@ -89,7 +89,7 @@ def latent_items(problem: Problem, params: dict, tables: str = "fitted", roundin
         record = problem.records[name]
         continuous = np.asarray(jax.device_get(latents[name]), np.float64)
         if rounding == "nearest":
-            symbols = np.rint(continuous).astype(np.int64)
+            symbols = quantization.round_to_int64(continuous, f"latent of {name} (the step collapsed in training?)")
         elif rounding == "rdo":
             symbols = rate_distortion_rounding(continuous, rdo_tradeoff)
         else:
