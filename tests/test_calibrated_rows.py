@@ -59,6 +59,37 @@ def test_lookup_tables_are_gathers_on_axis_0_only():
     assert rows.lookup_tables(model, ["table"]) == {}
 
 
+def branch_gather_model() -> onnx.ModelProto:
+    """A main-graph table read by a Gather inside an If branch (the other branch reads nothing)."""
+    table = np.random.default_rng(0).normal(size=(VOCAB, WIDTH)).astype(np.float32)
+    then_branch = helper.make_graph([helper.make_node("Gather", ["table", "ids"], ["rows_then"])], "then", [],
+                                    [helper.make_tensor_value_info("rows_then", TensorProto.FLOAT, None)])
+    zero = numpy_helper.from_array(np.zeros((1, SEQ, WIDTH), np.float32), "zero_value")
+    else_branch = helper.make_graph([helper.make_node("Constant", [], ["rows_else"], value=zero)], "else", [],
+                                    [helper.make_tensor_value_info("rows_else", TensorProto.FLOAT, None)])
+    nodes = [helper.make_node("If", ["flag"], ["embedded"], then_branch=then_branch, else_branch=else_branch),
+             helper.make_node("ReduceMean", ["embedded"], ["y"], axes=[1], keepdims=0)]
+    graph = helper.make_graph(nodes, "branch_gather", [
+        helper.make_tensor_value_info("ids", TensorProto.INT64, [None, SEQ]),
+        helper.make_tensor_value_info("flag", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, WIDTH])], [numpy_helper.from_array(table, "table")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_a_table_read_inside_a_branch_keeps_one_step():
+    model = branch_gather_model()
+    onnx.checker.check_model(model)
+    assert rows.lookup_tables(model, ["table"]) == {}
+    feeds = [{"ids": feed["ids"], "flag": np.array(True)} for feed in zipf_feeds(6, 3)]
+    calibration = CalibrationSet(feeds[:4], feeds[4:], "zipf ids through an If")
+    calibrator = Calibrator(model, calibration, CalibratedOptions(kind="mse", quiet=True))
+    assert calibrator.lookup_tables == {}
+    point = calibrator.quantize(1e-4)
+    assert "table" in point.symbols and point.grouped == {}  # one step for the whole table, and it decodes
+    decoded = onnx_io.find_float_tensors(decode_bitstream(calibrator.encode(point).bitstream))["table"].array
+    np.testing.assert_array_equal(decoded, point.decoded("table", decoded.shape))
+
+
 def test_usage_counts_and_good_turing_probabilities():
     counts = rows.usage_counts([np.array([[0, 1, 1, -1]]), np.array([2, 2, 2, 9])], rows=6)
     assert counts.tolist() == [1, 2, 3, 0, 0, 1]  # -1 wraps to row 5; 9 is outside and ignored

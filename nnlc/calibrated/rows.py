@@ -36,9 +36,11 @@ def lookup_tables(model: onnx.ModelProto, names: Iterable[str]) -> dict[str, str
     """{table: value name of its indices} for main-graph tensors read only by Gather on axis 0.
 
     `names`: initializer names of the main graph eligible for row steps; tables of fewer than two
-    axes, or read by any other node (a tied output projection, say), are left out.
+    axes, read by any other node (a tied output projection, say), or read by a Gather inside a
+    subgraph (an If branch: its indices cannot be tapped from the main graph) are left out.
     """
     wanted = set(names)
+    main_nodes = {id(node) for node in model.graph.node}
     # readers in every graph: a subgraph reading the table by name makes it not a lookup table
     readers = {value: [node for node, _ in found] for value, found in onnx_io.consumers(model).items()
                if value in wanted}
@@ -48,7 +50,7 @@ def lookup_tables(model: onnx.ModelProto, names: Iterable[str]) -> dict[str, str
         if len(shapes.get(name, ())) < 2:
             continue
         if all(node.op_type == "Gather" and node.input[0] == name and onnx_io.node_attribute(node, "axis", 0) == 0
-               for node in nodes):
+               and id(node) in main_nodes for node in nodes):
             indices = {node.input[1] for node in nodes}
             if len(indices) == 1:
                 tables[name] = indices.pop()
