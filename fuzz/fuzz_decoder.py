@@ -52,7 +52,7 @@ FUZZ_LIMITS = Limits(max_tensor_elements=1 << 20, max_total_bytes=1 << 26, max_t
                      max_units=1 << 12)
 CRASHES = ROOT / "fuzz" / "crashes"
 _BODY_STRUCTURES = {0: "tensor_raw", 1: "tensor_quantized", 2: "tensor_integer", 3: "tensor_latent",
-                    4: "tensor_generated", 5: "tensor_grouped"}
+                    4: "tensor_generated", 5: "tensor_grouped", 6: "tensor_dependent"}
 _INTERESTING = (0, 1, 2, 3, 4, 7, 8, 15, 16, 17, 31, 32, 63, 64, 127, 128, 255, 256, 1023, 1 << 16, (1 << 16) + 1,
                 1 << 20, 1 << 23, (1 << 24) + 1, 1 << 30, (1 << 31) - 1, 1 << 32, 1 << 40, (1 << 63) - 1)
 

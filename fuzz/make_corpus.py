@@ -146,6 +146,24 @@ def grouped_bitstream() -> bytes:
                                                                steps=steps, row_groups=row_groups)]).bitstream
 
 
+def dependent_bitstream() -> bytes:
+    """A transposed MatMul weight with dependent quantization (mode 6, format 1.4), rows along its columns."""
+    from nnlc.calibrated import dependent
+
+    weight = np.random.default_rng(6).laplace(size=(12, 5)).astype(np.float32) * 0.3
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "W"], ["y"])], "dense",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, 12])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 5])],
+                              [numpy_helper.from_array(weight, "W")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    step = np.float32(0.05)
+    integers = dependent.quantize_layer(weight.T[None].astype(np.float64), float(step), None)[0].T  # [12, 5]
+    record = onnx_io.find_tensors(model)["W"]
+    item = encoder.CodedTensor(record, encoder.DEPENDENT, step, np.ascontiguousarray(integers).ravel(), row_length=12,
+                               transposed=True)
+    return encoder.write_bitstream(model, [item]).bitstream
+
+
 def seeds() -> dict[str, bytes]:
     """Name -> bitstream of every seed."""
     found: dict[str, bytes] = {}
@@ -166,6 +184,7 @@ def seeds() -> dict[str, bytes]:
     found.update(half_precision_bitstreams())
     found.update(generated_bitstreams())
     found["grouped_rows"] = grouped_bitstream()
+    found["dependent_transposed"] = dependent_bitstream()
     return found
 
 

@@ -56,6 +56,8 @@ flags.DEFINE_enum("hessians", "original", ["original", "sequential"], "Layer Hes
 flags.DEFINE_bool("row_steps", True, "Lookup tables (Gather on axis 0, e.g. word embeddings): a step per row from "
                   "how often the calibration inputs read it (bitstream 1.3 mode 5); else one step per table.")
 flags.DEFINE_float("row_max_coarsening", 2.0, "With --row_steps: no row coarser than this times the table's own step.")
+flags.DEFINE_bool("dependent_quantization", False, "Layers with a Hessian: OPTQ with dependent (trellis) quantization, "
+                  "two quantizers chosen by a 4-state machine along each row (bitstream 1.4 mode 6).")
 flags.DEFINE_bool("bias_correction", False, "OPTQ on centred layer inputs, with each layer's mean output shift moved "
                   "into its bias.")
 flags.DEFINE_integer("samples", 256, "Calibration samples (before the hold-out split).")
@@ -116,6 +118,7 @@ def calibrated_options():
     return CalibratedOptions(kind=FLAGS.eval, method=FLAGS.method, rate_term=FLAGS.rate_term, hessians=FLAGS.hessians,
                              row_steps=FLAGS.row_steps, row_max_coarsening=FLAGS.row_max_coarsening,
                              bias_correction=FLAGS.bias_correction,
+                             dependent_quantization=FLAGS.dependent_quantization,
                              nonweight_qp=FLAGS.nonweight_qp, lossless_names=tuple(FLAGS.lossless),
                              threads=FLAGS.threads, quiet=FLAGS.quiet)
 

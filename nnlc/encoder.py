@@ -25,9 +25,9 @@ import onnx
 from nnlc import analytic, grids, onnx_io, quantization
 from nnlc.bitstream import UnitType, write_container, write_fields
 from nnlc.coding import symbols as symbol_coding
-from nnlc.decoder import latents
+from nnlc.decoder import dependent, latents
 from nnlc.decoder.decode import (  # noqa: F401 (re-exported: the format's constants, defined once)
-    FLAG_TOPOLOGY, GENERATED, GROUPED, INTEGER, LATENT, MODE_NAMES, QUANTIZED, RAW)
+    DEPENDENT, FLAG_TOPOLOGY, GENERATED, GROUPED, INTEGER, LATENT, MODE_NAMES, QUANTIZED, RAW)
 
 TINY_TENSOR_ELEMENTS = 16  # float tensors this small are stored exactly
 MIN_GENERATED_ELEMENTS = 256  # float tensors this large (ndim >= 2) are checked for analytic constants
@@ -51,6 +51,8 @@ class CodedTensor:
     coding_plan: symbol_coding.CodingPlan | None = None  # a given table (else fitted to the symbols)
     exact: bool = False  # already-quantized tensor coded as its exact grid (decodes bit for bit)
     generated: analytic.Generated | None = None  # GENERATED mode (symbols: its residual; decodes bit for bit)
+    row_length: int = 0  # DEPENDENT mode: elements per row of the state machine (nnlc.decoder.dependent)
+    transposed: bool = False  # DEPENDENT mode: rows are the columns of the stored 2-D matrix
 
 
 @dataclasses.dataclass
@@ -230,13 +232,16 @@ def _tensor_payload(item: CodedTensor, data_type: int) -> tuple[bytes, dict]:
     else:
         fields = symbol_coding.encode_symbols(item.symbols, item.coding_plan)
         structure = {QUANTIZED: "tensor_quantized", INTEGER: "tensor_integer", LATENT: "tensor_latent",
-                     GENERATED: "tensor_generated"}[item.mode]
+                     GENERATED: "tensor_generated", DEPENDENT: "tensor_dependent"}[item.mode]
         if item.mode == GENERATED:
             values = {**item.generated.side_fields(), "residual": fields}
         else:
             values = {"symbols": fields}
-        if item.mode == QUANTIZED:
+        if item.mode in (QUANTIZED, DEPENDENT):
             values["step"] = float(item.step)
+        if item.mode == DEPENDENT:
+            values["transposed"] = int(item.transposed)
+            values["row_length"] = int(item.row_length)
         if item.mode == LATENT:
             values["decoder"] = item.latent_decoder
             values["steps"] = np.asarray(item.steps, dtype="<f4").tobytes()
@@ -263,8 +268,11 @@ def _report_row(item: CodedTensor, payload: bytes, fields: dict | None) -> dict:
         row["payload_bytes"] = coded
         row["ideal_payload_bits"] = symbol_coding.ideal_code_bits(fields, item.symbols)
         row["side_bytes"] = len(payload) - coded
-    if item.mode in (QUANTIZED, LATENT, GROUPED):
-        if item.mode == GROUPED:
+    if item.mode in (QUANTIZED, LATENT, GROUPED, DEPENDENT):
+        if item.mode == DEPENDENT:
+            decoded = dependent.reconstruct(np.asarray(item.symbols, np.int64).reshape(record.array.shape),
+                                            item.step, item.row_length, item.transposed)
+        elif item.mode == GROUPED:
             steps = quantization.group_row_steps(item.steps, item.row_groups)
             decoded = quantization.dequantize_rows(np.asarray(item.symbols, np.int64).reshape(record.array.shape),
                                                    item.steps, item.row_groups)

@@ -20,6 +20,7 @@ from nnlc.calibrated.compress import CalibratedOptions, Calibrator
 from nnlc.calibrated.distortion import Reference
 from nnlc.calibrated.target import TargetNotReached
 from nnlc.calibration import CalibrationOptions, load_calibration
+from nnlc.decoder import decode_bitstream, inspect_bitstream
 
 QUIET = CalibratedOptions(quiet=True)
 
@@ -163,6 +164,19 @@ def test_cli_compress_and_analyze_with_calibration(problem, tmp_path):
                 "--samples=160", "--lmbda=1e-5", "--quiet")
     assert out.returncode == 0, out.stderr
     assert (tmp_path / "an" / "tensors.csv").read_text().startswith("name,params,role")
+
+
+def test_cli_dependent_quantization_writes_a_1_4_file_that_decodes(problem, tmp_path):
+    model, _, folder = problem
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    out = _nnlc("compress", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "m.nnlc"),
+                f"--calibrate={folder / 'inputs.npz'}", "--samples=160", "--lmbda=1e-5", "--dependent_quantization",
+                "--quiet", f"--report={tmp_path / 'report.json'}")
+    assert out.returncode == 0, out.stderr
+    data = (tmp_path / "m.nnlc").read_bytes()
+    assert data[4:6] == bytes((1, 4))
+    assert "dependent" in {row["mode"] for row in inspect_bitstream(data)["tensors"]}
+    decode_bitstream(data)
 
 
 @pytest.mark.parametrize("flags, message", [

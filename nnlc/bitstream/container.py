@@ -47,7 +47,8 @@ def _tensor_mode(payload: bytes | memoryview) -> int | None:
 
 
 def required_version(units: Iterable[tuple[int, bytes]]) -> tuple[int, int]:
-    """The oldest format version that holds these units: 1.1, 1.2 with a mode-4 tensor, 1.3 with a mode-5 one."""
+    """The oldest format version that holds these units: 1.1, or the first version of the newest mode used
+    (`MODE_VERSIONS`: 1.2 for mode 4, 1.3 for mode 5, 1.4 for mode 6)."""
     version = OLDEST_WRITTEN_VERSION
     for unit_type, payload in units:
         if unit_type == UnitType.TENSOR:

@@ -28,11 +28,11 @@ import numpy as np
 from nnlc.errors import BitstreamError
 
 MAGIC = b"NNLC"
-FORMAT_VERSION = (1, 3)  # (major, minor): readers reject another major version; 1.1 added mode 3, 1.2 mode 4,
-# 1.3 mode 5. Writers set the oldest minor version that holds what a file uses (`container.required_version`):
+FORMAT_VERSION = (1, 4)  # (major, minor): readers reject another major version; 1.1 added mode 3, 1.2 mode 4,
+# 1.3 mode 5, 1.4 mode 6. Writers set the oldest minor version that holds what a file uses (`container.required_version`):
 # files without a mode-4 or mode-5 tensor stay 1.1 byte for byte, and 1.1 readers read them.
 OLDEST_WRITTEN_VERSION = (1, 1)
-MODE_VERSIONS = {4: (1, 2), 5: (1, 3)}  # tensor mode -> the first version that has it (modes 0..3: 1.1 or earlier)
+MODE_VERSIONS = {4: (1, 2), 5: (1, 3), 6: (1, 4)}  # tensor mode -> the first version that has it (modes 0..3: 1.1 or earlier)
 
 _MAX_VARINT_BYTES = 10
 U64_MAX = (1 << 64) - 1
@@ -84,9 +84,10 @@ SYNTAX: dict[str, list[Field]] = {
         Field("data_type", "u8", "ONNX TensorProto data type of the tensor"),
         Field("shape", "varints", "dimensions", MAX_RANK),
         Field("mode", "u8", "0 raw (lossless bytes), 1 quantized, 2 integer (lossless, entropy coded), 3 latent, "
-                            "4 generated (lossless, format 1.2), 5 grouped (quantized, a step per row group, format 1.3)"),
-        Field("body", "bytes", "a tensor_raw, tensor_quantized, tensor_integer, tensor_latent, tensor_generated or "
-                               "tensor_grouped structure", MAX_UNIT_BYTES),
+                            "4 generated (lossless, format 1.2), 5 grouped (quantized, a step per row group, format 1.3), "
+                            "6 dependent (two quantizers chosen by a 4-state machine, format 1.4)"),
+        Field("body", "bytes", "a tensor_raw, tensor_quantized, tensor_integer, tensor_latent, tensor_generated, "
+                               "tensor_grouped or tensor_dependent structure", MAX_UNIT_BYTES),
     ],
     "tensor_raw": [
         Field("compression", "u8", "0 none, 1 zlib"),
@@ -119,6 +120,15 @@ SYNTAX: dict[str, list[Field]] = {
         Field("row_groups", "symbols", "the group (0 .. groups - 1) of each row along axis 0 (structure `symbols`)"),
         Field("groups", "symbols_list", "per group, the integers q of its rows in row order (C order within a row); "
                                         "weight = float32(q) * the group's step in float32", MAX_GROUPS),
+    ],
+    "tensor_dependent": [
+        Field("step", "f32", "the step d; weight = float32(level) * d in float32 (nnlc/decoder/dependent.py)"),
+        Field("transposed", "u8", "1: the rows are the columns of the stored matrix (2-D tensors only); else 0"),
+        Field("row_length", "varint", "elements per row (divides the tensor's size); the state restarts at 0 "
+                                      "on each row", 1 << 40),
+        Field("symbols", "symbols", "the integers k in C order (structure `symbols`); along a row, level = 2k in "
+                                    "states 0 and 1, 2k - sgn(k) in states 2 and 3, then state = [[0, 2], [2, 0], "
+                                    "[1, 3], [3, 1]][state][k & 1]"),
     ],
     "symbols": [
         Field("exact_log2", "u8", "magnitudes below 2**exact_log2 are their own bin", 62),

@@ -127,6 +127,9 @@ def refine(calibrator, point, options: BlockwiseOptions = BlockwiseOptions(), ch
 
     from nnlc.graph import from_onnx
 
+    if point.dependent:
+        raise ValueError("block-wise training of tensors with dependent quantization (mode 6) is not "
+                         "supported: calibrate without dependent_quantization for this stage")
     started = time.perf_counter()
     model = calibrator.model
     blocks = partition(model, options.target_blocks)

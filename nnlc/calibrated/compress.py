@@ -25,7 +25,7 @@ import numpy as np
 import onnx
 
 from nnlc import encoder, onnx_io, quantization
-from nnlc.calibrated import allocation, bias, optq, rows
+from nnlc.calibrated import allocation, bias, dependent, optq, rows
 from nnlc.calibrated.distortion import Reference, guess_kind
 from nnlc.calibrated.layers import HessianAccumulator, Layer, find_layers
 from nnlc.calibrated.point import CalibratedOptions, Point, TensorState  # noqa: F401 (re-exported)
@@ -261,6 +261,7 @@ class Calibrator:
         symbols: dict[str, np.ndarray] = {}
         decoded: dict[str, np.ndarray] = {}
         grouped: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        dependents: dict[str, tuple[int, bool]] = {}
         sequential = self.options.method == "optq" and self.options.hessians == "sequential"
         allocated = {s.name for s in self.allocated}
         biases = {name: found for name, found in self.biases.items() if name in allocated
@@ -297,6 +298,19 @@ class Calibrator:
                     hessian = hessians.get(state.name)
                     if state.name in biases and hessian is not None and self.options.centred_hessians:
                         hessian = bias.centred(hessian, self.input_means[state.name])
+                    layer = self.layers.get(state.name)
+                    if self.options.dependent_quantization and self.options.method == "optq" and hessian is not None \
+                            and layer is not None and state.name not in biases:  # trellis OPTQ, mode 6
+                        step32 = quantization.usable_step(values.astype(np.float32), self.options.dependent_step_factor
+                                                          * chosen[state.name][1])
+                        matrices = dependent.quantize_layer(layer.to_matrices(values), float(step32), hessian,
+                                                            self.options.damping)
+                        symbols[state.name] = layer.from_matrices(matrices).astype(np.int64)
+                        steps[state.name] = float(step32)
+                        dependents[state.name] = (layer.columns, layer.transposed)
+                        decoded[state.name] = layer.from_matrices(dependent.reconstruct_matrices(matrices, step32))
+                        phase.step(state.name)
+                        continue
                     integers = self._quantize_tensor(state, step32, lmbda, hessian, values)
                     if state.name in biases:
                         bias_name, scale = biases[state.name]
@@ -312,7 +326,7 @@ class Calibrator:
         decoded.update(adjusted)
         metrics = self.holdout_fidelity(decoded)
         bits = self.estimated_bits(symbols, grouped)
-        return Point(lmbda, bits, metrics, steps, symbols, time.perf_counter() - start, grouped, adjusted)
+        return Point(lmbda, bits, metrics, steps, symbols, time.perf_counter() - start, grouped, adjusted, dependents)
 
     def _quantize_rows(self, state: TensorState, lmbda: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(group steps, row groups, integers) of a lookup table: equal-slope steps per row, rounded."""
@@ -337,6 +351,11 @@ class Calibrator:
             elif name in point.adjusted:
                 item = encoder.CodedTensor(dataclasses.replace(item.record, array=point.adjusted[name]), encoder.RAW,
                                            lossless_reason="bias with its layer's correction")
+            elif name in point.dependent:
+                row_length, transposed = point.dependent[name]
+                item = encoder.CodedTensor(item.record, encoder.DEPENDENT, np.float32(point.steps[name]),
+                                           np.asarray(point.symbols[name], np.int64).ravel(), row_length=row_length,
+                                           transposed=transposed)
             elif name in point.grouped:
                 group_steps, row_groups = point.grouped[name]
                 item = encoder.CodedTensor(item.record, encoder.GROUPED, symbols=np.asarray(point.symbols[name], np.int64)

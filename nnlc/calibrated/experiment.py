@@ -40,7 +40,7 @@ def calibrated_config(model: str, source: str, evaluation: str, lmbda: float) ->
         "image_mean": "", "image_std": "", "layout": "", "sample_rate": 0, "tokenizer": "", "max_length": 128})
     config.calibrated = ml_collections.ConfigDict({
         "method": "optq", "rate_term": False, "hessians": "original", "kind": "auto", "sensitivity_feeds": 8,
-        "row_steps": True, "row_max_coarsening": 2.0, "bias_correction": False,
+        "row_steps": True, "row_max_coarsening": 2.0, "bias_correction": False, "dependent_quantization": False,
         "probe_step_fraction": 1.0 / 16.0, "default_qp": -38, "nonweight_qp": -75, "threads": 2})
     config.blockwise = ml_collections.ConfigDict({  # stages="blockwise" (nnlc.blockwise.train)
         "steps": 100, "learning_rate": 5e-3, "target_blocks": 8, "init": "residual", "rate_weight": 1.0})
@@ -65,6 +65,7 @@ def calibrated_options(config: Any, quiet: bool = False) -> CalibratedOptions:
                              row_steps=bool(c.get("row_steps", True)),
                              row_max_coarsening=float(c.get("row_max_coarsening", 2.0)),
                              bias_correction=bool(c.get("bias_correction", False)),
+                             dependent_quantization=bool(c.get("dependent_quantization", False)),
                              sensitivity_feeds=int(c.sensitivity_feeds), probe_step_fraction=float(c.probe_step_fraction),
                              default_qp=int(c.default_qp), nonweight_qp=int(c.nonweight_qp), threads=int(c.threads),
                              quiet=quiet)
@@ -148,7 +149,7 @@ def run_calibrated(config: Any, workdir: str, quiet: bool = False, stage: str | 
         raise ValueError(f"stage {stage!r}: calibrated or blockwise here (end_to_end: the trainer)")
     compress_s = time.perf_counter() - started
     atomic_write(os.path.join(workdir, "model.nnlc"), result.bitstream)
-    save_start(os.path.join(workdir, START_FILE), result.point.start_steps(), result.point.symbols)
+    save_start(os.path.join(workdir, START_FILE), result.point.start_steps(), result.point.start_symbols())
     decoded = decode_bitstream(result.bitstream)
     atomic_write(os.path.join(workdir, "decoded.onnx"), decoded.SerializeToString())
     original_path = os.path.join(workdir, "original.onnx")

@@ -9,6 +9,7 @@ import numpy as np
 
 from nnlc import quantization
 from nnlc.calibrated import optq
+from nnlc.decoder import dependent
 
 
 @dataclasses.dataclass
@@ -47,6 +48,10 @@ class CalibratedOptions:
     centred_hessians: bool = True  # with bias correction: OPTQ on the centred inputs (else on E[x x^T])
     damping: float = optq.DAMPING
     act_order: bool = True
+    # layers with a Hessian: OPTQ with dependent (trellis) quantization, bitstream mode 6
+    # (`nnlc.calibrated.dependent`; step d = dependent_step_factor x the allocated step)
+    dependent_quantization: bool = False
+    dependent_step_factor: float = 0.65
     length_passes: int = 2  # OPTQ passes, each with code lengths refitted to the previous integers
     threads: int = 2
     quiet: bool = False
@@ -85,6 +90,8 @@ class Point:
     grouped: dict[str, tuple[np.ndarray, np.ndarray]] = dataclasses.field(default_factory=dict)
     # small tensors coded raw with new values (biases that took their layer's correction)
     adjusted: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    # tensors with dependent quantization (mode 6): (row length, transposed) of their state machine
+    dependent: dict[str, tuple[int, bool]] = dataclasses.field(default_factory=dict)
 
     def step_array(self, name: str, shape: tuple[int, ...]) -> np.ndarray | float:
         """The tensor's step: a float, or for a grouped table its rows' steps shaped to broadcast."""
@@ -93,10 +100,19 @@ class Point:
         return quantization.group_row_steps(*self.grouped[name], len(shape))
 
     def start_steps(self) -> dict[str, float | np.ndarray]:
-        """Steps for a start file: one per tensor, one per row for grouped tables."""
+        """Steps for a start file: one per tensor, one per row for grouped tables; tensors with dependent
+        quantization are left out (a trainer's step * integer cannot hold them: they keep its own start)."""
         rows = {name: quantization.group_row_steps(*grouped) for name, grouped in self.grouped.items()}
-        return {**self.steps, **rows}
+        return {name: step for name, step in {**self.steps, **rows}.items() if name not in self.dependent}
+
+    def start_symbols(self) -> dict[str, np.ndarray]:
+        """The integers of the tensors in `start_steps`."""
+        return {name: symbols for name, symbols in self.symbols.items() if name not in self.dependent}
 
     def decoded(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
         """What the decoder reconstructs for tensor `name` (float32)."""
+        if name in self.dependent:
+            row_length, transposed = self.dependent[name]
+            return dependent.reconstruct(np.asarray(self.symbols[name]).reshape(shape), np.float32(self.steps[name]),
+                                         row_length, transposed)
         return quantization.dequantize(np.asarray(self.symbols[name]).reshape(shape), self.step_array(name, shape))

@@ -16,13 +16,13 @@ from nnlc import onnx_io
 from nnlc.bitstream.container import UnitType, iter_units
 from nnlc.bitstream.syntax import read_exact
 from nnlc.coding.symbols import decode_dequantized, decode_symbols
-from nnlc.decoder import analytic, latents
+from nnlc.decoder import analytic, dependent, latents
 from nnlc.errors import BitstreamError, ModelError
 from nnlc.quantization import MAX_QUANTIZED_MAGNITUDE, dequantize
 
-RAW, QUANTIZED, INTEGER, LATENT, GENERATED, GROUPED = 0, 1, 2, 3, 4, 5
+RAW, QUANTIZED, INTEGER, LATENT, GENERATED, GROUPED, DEPENDENT = 0, 1, 2, 3, 4, 5, 6
 MODE_NAMES = {RAW: "raw", QUANTIZED: "quantized", INTEGER: "integer", LATENT: "latent", GENERATED: "generated",
-              GROUPED: "grouped"}
+              GROUPED: "grouped", DEPENDENT: "dependent"}
 FLAG_TOPOLOGY = 1
 _NUMPY_TYPES = {**onnx_io.FLOAT_TYPES, **onnx_io.INTEGER_TYPES}
 # Errors that malformed content can provoke in parsing libraries; all become BitstreamError.
@@ -134,6 +134,8 @@ def decode_tensor(unit: TensorUnit, want_symbols: bool = False,
         return _decode_generated(unit), None, None
     if unit.mode == GROUPED:
         return _decode_grouped(unit)
+    if unit.mode == DEPENDENT:
+        return _decode_dependent(unit)
     structure = "tensor_quantized" if unit.mode == QUANTIZED else "tensor_integer"
     fields = read_exact(structure, unit.body)
     if unit.mode == INTEGER:
@@ -208,6 +210,25 @@ def _decode_generated(unit: TensorUnit) -> np.ndarray:
         raise BitstreamError(f"tensor {unit.name!r}: residual beyond 2**32 float32 steps")
     keys = analytic.ordered_from_float32(generated).ravel() + residual
     return analytic.float32_from_ordered(keys).reshape(unit.shape)
+
+
+def _decode_dependent(unit: TensorUnit) -> tuple[np.ndarray, np.ndarray, float]:
+    """Mode 6: integers, then the state machine along each row (`nnlc.decoder.dependent`)."""
+    fields = read_exact("tensor_dependent", unit.body)
+    step = np.float32(fields["step"])
+    if not np.isfinite(step) or step <= 0:
+        raise BitstreamError(f"tensor {unit.name!r}: invalid step {step}")
+    transposed, row_length = fields["transposed"], fields["row_length"]
+    if transposed not in (0, 1) or (transposed and len(unit.shape) != 2):
+        raise BitstreamError(f"tensor {unit.name!r}: transposed={transposed} for shape {unit.shape}")
+    if row_length < 1 or unit.size % row_length or (transposed and row_length != unit.shape[0]):
+        raise BitstreamError(f"tensor {unit.name!r}: row length {row_length} does not fit shape {unit.shape}")
+    symbols = decode_symbols(fields["symbols"], unit.size).reshape(unit.shape)
+    if symbols.size and np.max(np.abs(symbols)) > MAX_QUANTIZED_MAGNITUDE:
+        raise BitstreamError(f"tensor {unit.name!r}: quantized value beyond 2**23")
+    with np.errstate(over="raise", invalid="raise"):  # finite level * step overflowing float32: malformed
+        values = dependent.reconstruct(symbols, step, row_length, bool(transposed))
+    return _to_dtype(values, unit), symbols, float(step)
 
 
 def _decode_grouped(unit: TensorUnit) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -392,8 +413,9 @@ def inspect_bitstream(data: bytes, limits: Limits = Limits()) -> dict:
             continue
         unit = _wrap(unit_frame.index, "tensor unit", parse_tensor_unit, unit_frame.payload, limits)
         step = None
-        if unit.mode == QUANTIZED:
-            step = _wrap(unit_frame.index, "tensor unit", read_exact, "tensor_quantized", unit.body)["step"]
+        if unit.mode in (QUANTIZED, DEPENDENT):
+            structure = "tensor_quantized" if unit.mode == QUANTIZED else "tensor_dependent"
+            step = _wrap(unit_frame.index, "tensor unit", read_exact, structure, unit.body)["step"]
         elif unit.mode in (LATENT, GROUPED):  # the geometric mean of the tensor's steps
             structure = "tensor_latent" if unit.mode == LATENT else "tensor_grouped"
             fields = _wrap(unit_frame.index, "tensor unit", read_exact, structure, unit.body)
