@@ -8,14 +8,14 @@
 3. per Conv/Gemm/MatMul/LSTM weight, H = E[x x^T] of its input rows (from the original network's
    activations, or `hessians="sequential"`: each layer's from the already-compressed layers before it).
 `quantize(lmbda)` then gives every tensor its equal-slope step and integers (OPTQ with the rate term,
-or RDO rounding where no H exists; lookup tables a step per row, `rows`), `holdout_fidelity()` checks
-the hold-out and `encode()` writes the bitstream (per-tensor QUANTIZED steps, mode 5 for tables with
-row steps). Options, per-tensor state and rate points are defined in `point`.
+or RDO rounding where no H exists; lookup tables a step per row, `rows`; with dependent_quantization,
+the layers' trellis OPTQ, `dependent`), `holdout_fidelity()` checks the hold-out and `encode()` writes
+the bitstream (`encoding`: per-tensor QUANTIZED steps, mode 5 for tables with row steps, mode 6 for
+dependent quantization). Options, per-tensor state and rate points are defined in `point`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from collections.abc import Mapping
@@ -25,14 +25,13 @@ import numpy as np
 import onnx
 
 from nnlc import encoder, onnx_io, quantization
-from nnlc.calibrated import allocation, bias, dependent, optq, rows
+from nnlc.calibrated import allocation, bias, dependent, encoding, optq, rows
 from nnlc.calibrated.distortion import Reference, guess_kind
 from nnlc.calibrated.layers import HessianAccumulator, Layer, find_layers
 from nnlc.calibrated.point import CalibratedOptions, Point, TensorState  # noqa: F401 (re-exported)
 from nnlc.calibrated.runner import WeightFedSession
 from nnlc.progress import Phase
 
-PRODUCER = "nnlc 0.1 calibrated"
 
 
 class Calibrator:
@@ -342,75 +341,16 @@ class Calibrator:
 
     def planned(self, point: Point) -> list[encoder.CodedTensor]:
         """The encoder's plan with the point's steps and integers in place of the data-free ones."""
-        planned = []
-        for item in self.plan:
-            name = item.record.name
-            state = self.tensors.get(name)
-            if state is not None and state.status == "breaks when perturbed":
-                item = encoder.CodedTensor(item.record, encoder.RAW, lossless_reason="breaks the model when perturbed")
-            elif name in point.adjusted:
-                item = encoder.CodedTensor(dataclasses.replace(item.record, array=point.adjusted[name]), encoder.RAW,
-                                           lossless_reason="bias with its layer's correction")
-            elif name in point.dependent:
-                row_length, transposed = point.dependent[name]
-                item = encoder.CodedTensor(item.record, encoder.DEPENDENT, np.float32(point.steps[name]),
-                                           np.asarray(point.symbols[name], np.int64).ravel(), row_length=row_length,
-                                           transposed=transposed)
-            elif name in point.grouped:
-                group_steps, row_groups = point.grouped[name]
-                item = encoder.CodedTensor(item.record, encoder.GROUPED, symbols=np.asarray(point.symbols[name], np.int64)
-                                           .ravel(), steps=group_steps, row_groups=row_groups)
-            elif name in point.symbols:
-                item = encoder.CodedTensor(item.record, encoder.QUANTIZED, np.float32(point.steps[name]),
-                                           np.asarray(point.symbols[name], np.int64).ravel())
-            planned.append(item)
-        return planned
+        return encoding.planned(self, point)
 
     def estimated_bits(self, symbols: Mapping[str, np.ndarray],
                        grouped: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None) -> float:
-        """Estimated size in bits of every tensor at these integers (others as the data-free plan);
-        `grouped`: the lookup tables with a step per row (`Point.grouped`)."""
-        total = 0.0
-        grouped = grouped or {}
-        for item in self.plan:
-            name = item.record.name
-            if name in grouped:
-                total += encoder.grouped_estimated_bits(encoder.CodedTensor(
-                    item.record, encoder.GROUPED, symbols=np.asarray(symbols[name]).ravel(), steps=grouped[name][0],
-                    row_groups=grouped[name][1]))
-            elif name in symbols:
-                total += optq_plan_bits(symbols[name])
-            elif self.tensors.get(name) is not None and self.tensors[name].status == "breaks when perturbed":
-                total += 8 * item.record.array.nbytes
-            elif item.mode == encoder.RAW:
-                total += 8 * item.record.array.nbytes
-            else:
-                item.coding_plan = item.coding_plan or _plan(item.symbols)
-                total += item.coding_plan.estimated_bits
-        return total
+        """Estimated size in bits at these integers (`encoding.estimated_bits`)."""
+        return encoding.estimated_bits(self, symbols, grouped)
 
     def encode(self, point: Point, carry_topology: bool = True, progress=None) -> encoder.EncodeResult:
-        """The bitstream of a rate point, with per-tensor report rows (sensitivity, qp, share of bits)."""
-        producer = f"{PRODUCER} kind={self.kind} method={self.options.method} lmbda={point.lmbda:.6g}"
-        result = encoder.write_bitstream(self.model, self.planned(point), carry_topology, producer, progress)
-        total = max(1, sum(row["bytes"] for row in result.rows))
-        for row in result.rows:
-            state = self.tensors.get(row["name"])
-            row["share"] = row["bytes"] / total
-            if state is not None:
-                row["sensitivity"] = state.sensitivity
-                row["calibration"] = state.status
-                if row["name"] in point.steps:
-                    row["qp"] = allocation.snap_to_qp(point.steps[row["name"]])[0]
-                    row["slope"] = allocation.slope(point.steps[row["name"]], state.params, state.sensitivity)
-        return result
+        """The bitstream of a rate point, with per-tensor report rows (`encoding.encode`)."""
+        return encoding.encode(self, point, carry_topology, progress)
 
 
-def _plan(symbols: np.ndarray):
-    from nnlc.coding import symbols as symbol_coding
-
-    return symbol_coding.plan_coding(np.asarray(symbols, np.int64).ravel())
-
-
-def optq_plan_bits(symbols: np.ndarray) -> float:
-    return _plan(symbols).estimated_bits
+optq_plan_bits = encoding.optq_plan_bits  # noqa: E305 (re-exported)
