@@ -48,6 +48,19 @@ def test_reconstruction_follows_the_state_machine_along_each_row():
     assert np.array_equal(reconstruction.reconstruct(integers, np.float32(0.25), 3, False), halves)
 
 
+def test_trellis_finds_the_least_squared_error_over_all_integer_sequences():
+    rng = np.random.default_rng(4)
+    weights = rng.normal(size=(1, 3, 5)) * 0.06  # |k| <= 4 holds the optimum
+    step = 0.03
+    found = dependent.quantize_layer(weights, step, None)
+    grid = np.stack(np.meshgrid(*[np.arange(-4, 5)] * 5, indexing="ij"), axis=-1).reshape(-1, 5)  # 9**5 rows
+    decoded = reconstruction.reconstruct(grid, np.float32(step), 5, False).astype(np.float64)
+    for row in range(3):
+        best = np.min(np.sum((decoded - weights[0, row]) ** 2, axis=1))
+        mine = np.sum((dependent.reconstruct_matrices(found, np.float32(step))[0, row] - weights[0, row]) ** 2)
+        assert mine == pytest.approx(best, rel=1e-5)
+
+
 def test_trellis_beats_rounding_in_squared_error_at_equal_entropy():
     weights = np.random.default_rng(0).laplace(size=(1, 200, 300)) * 0.05
     integers = dependent.quantize_layer(weights, 0.013, None)

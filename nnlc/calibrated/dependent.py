@@ -50,27 +50,35 @@ def quantize_layer(weights: np.ndarray, step: float, hessian: np.ndarray | None,
     previous = np.zeros((columns, groups, rows, STATES), np.int8)  # the state it came from
     g_index, r_index = np.arange(groups)[:, None, None], np.arange(rows)[None, :, None]
     for j in range(columns):
-        diagonal = upper[:, j, j][:, None] if upper is not None else np.ones((groups, 1))
-        best = np.full((groups, rows, STATES), np.inf)
-        source = np.zeros((groups, rows, STATES), np.int64)
-        integer = np.zeros((groups, rows, STATES), np.int64)
-        error = np.zeros((groups, rows, STATES))
+        diagonal = upper[:, j, j][:, None, None] if upper is not None else np.ones((groups, 1, 1))
+        targets = work[:, :, :, 0]  # [groups, rows, state]; `work` holds the columns j, j+1, ...
+        # every (state, candidate) transition at once, state-major: [groups, rows, transitions]
+        ks, sources = [], []
         for state in range(STATES):
-            target = work[:, :, state, j] / step
-            for candidate in _candidates(target, state >= 2):
-                k = candidate.astype(np.int64)
-                e = (work[:, :, state, j] - levels(k, state) * step) / diagonal
-                total = cost[:, :, state] + e ** 2
-                destination = TRANSITIONS[state][k & 1]
-                for next_state in range(STATES):
-                    better = (destination == next_state) & (total < best[:, :, next_state])
-                    best[:, :, next_state] = np.where(better, total, best[:, :, next_state])
-                    source[:, :, next_state] = np.where(better, state, source[:, :, next_state])
-                    integer[:, :, next_state] = np.where(better, k, integer[:, :, next_state])
-                    error[:, :, next_state] = np.where(better, e, error[:, :, next_state])
-        work = work[g_index, r_index, source]  # each survivor continues from the path it extends
+            for candidate in _candidates(targets[:, :, state] / step, state >= 2):
+                ks.append(candidate.astype(np.int64))
+                sources.append(state)
+        k = np.stack(ks, axis=-1)
+        source_of = np.asarray(sources)
+        e = (targets[:, :, source_of] - levels(k, source_of) * step) / diagonal
+        total = cost[:, :, source_of] + e ** 2
+        destination = TRANSITIONS[source_of[None, None, :], k & 1]
+        best = np.empty((groups, rows, STATES))
+        source = np.empty((groups, rows, STATES), np.int64)
+        integer = np.empty((groups, rows, STATES), np.int64)
+        error = np.empty((groups, rows, STATES))
+        for next_state in range(STATES):  # the first transition of least cost into each state
+            masked = np.where(destination == next_state, total, np.inf)
+            pick = np.argmin(masked, axis=-1)[..., None]
+            best[:, :, next_state] = np.take_along_axis(masked, pick, -1)[..., 0]
+            source[:, :, next_state] = source_of[pick[..., 0]]
+            integer[:, :, next_state] = np.take_along_axis(k, pick, -1)[..., 0]
+            error[:, :, next_state] = np.take_along_axis(e, pick, -1)[..., 0]
+        unreached = ~np.isfinite(best)  # a state no finite path enters yet (the first columns)
+        source[unreached], integer[unreached], error[unreached] = 0, 0, 0.0
+        work = work[g_index, r_index, source, 1:]  # each survivor continues from the path it extends
         if upper is not None and j + 1 < columns:
-            work[:, :, :, j + 1:] -= error[:, :, :, None] * upper[:, None, None, j, j + 1:]
+            work -= error[:, :, :, None] * upper[:, None, None, j, j + 1:]
         cost, chosen[j], previous[j] = best, integer, source
     state = np.argmin(cost, axis=2)  # [groups, rows]
     result = np.zeros(weights.shape, np.int64)
