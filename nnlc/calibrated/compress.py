@@ -293,15 +293,15 @@ class Calibrator:
                     values = record.array.astype(np.float64)
                     if state.name in shifts:
                         values = values + shifts[state.name]
-                    step32 = quantization.usable_step(values.astype(np.float32), chosen[state.name][1])
                     hessian = hessians.get(state.name)
                     if state.name in biases and hessian is not None and self.options.centred_hessians:
                         hessian = bias.centred(hessian, self.input_means[state.name])
                     layer = self.layers.get(state.name)
-                    if self.options.dependent_quantization and self.options.method == "optq" and hessian is not None \
-                            and layer is not None and state.name not in biases:  # trellis OPTQ, mode 6
-                        step32 = quantization.usable_step(values.astype(np.float32), self.options.dependent_step_factor
-                                                          * chosen[state.name][1])
+                    trellis = (self.options.dependent_quantization and self.options.method == "optq"
+                               and hessian is not None and layer is not None and state.name not in biases)
+                    factor = self.options.dependent_step_factor if trellis else 1.0
+                    step32 = quantization.usable_step(values.astype(np.float32), factor * chosen[state.name][1])
+                    if trellis:  # OPTQ with dependent quantization, mode 6
                         matrices = dependent.quantize_layer(layer.to_matrices(values), float(step32), hessian,
                                                             self.options.damping)
                         symbols[state.name] = layer.from_matrices(matrices).astype(np.int64)
@@ -313,7 +313,6 @@ class Calibrator:
                     integers = self._quantize_tensor(state, step32, lmbda, hessian, values)
                     if state.name in biases:
                         bias_name, scale = biases[state.name]
-                        layer = self.layers[state.name]
                         weight = quantization.dequantize(integers, step32).reshape(record.array.shape)
                         shifts[bias_name] = bias.bias_shift(layer, values, weight, self.input_means[state.name], scale)
                     steps[state.name] = float(step32)

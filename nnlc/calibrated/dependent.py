@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from nnlc.calibrated import optq
-from nnlc.decoder.dependent import STATES, TRANSITIONS, levels
+from nnlc.decoder.dependent import STATES, TRANSITIONS, levels, reconstruct
 
 # equal squared error to rounding at step s needs d of about 0.64 s (measured on mobilenet_v2's weights)
 STEP_FACTOR = 0.65
@@ -90,13 +90,8 @@ def quantize_layer(weights: np.ndarray, step: float, hessian: np.ndarray | None,
 
 
 def reconstruct_matrices(integers: np.ndarray, step: float) -> np.ndarray:
-    """The float32 weights [groups, rows, columns] of `quantize_layer`'s integers (states along rows)."""
+    """The float32 weights [groups, rows, columns] of `quantize_layer`'s integers: the decoder's
+    reconstruction with the state run along each row."""
     integers = np.asarray(integers, np.int64)
-    groups, rows, columns = integers.shape
-    flat = integers.reshape(groups * rows, columns)
-    state = np.zeros(groups * rows, np.int64)
-    out = np.empty(flat.shape, np.float32)
-    for j in range(columns):
-        out[:, j] = levels(flat[:, j], state).astype(np.float32) * np.float32(step)
-        state = TRANSITIONS[state, flat[:, j] & 1]
-    return out.reshape(integers.shape)
+    return reconstruct(integers.reshape(-1, integers.shape[-1]), np.float32(step), integers.shape[-1],
+                       False).reshape(integers.shape)

@@ -8,8 +8,7 @@ from typing import Any
 import numpy as np
 
 from nnlc import quantization
-from nnlc.calibrated import optq
-from nnlc.decoder import dependent
+from nnlc.calibrated import dependent, optq
 
 
 @dataclasses.dataclass
@@ -51,7 +50,7 @@ class CalibratedOptions:
     # layers with a Hessian: OPTQ with dependent (trellis) quantization, bitstream mode 6
     # (`nnlc.calibrated.dependent`; step d = dependent_step_factor x the allocated step)
     dependent_quantization: bool = False
-    dependent_step_factor: float = 0.65
+    dependent_step_factor: float = dependent.STEP_FACTOR
     length_passes: int = 2  # OPTQ passes, each with code lengths refitted to the previous integers
     threads: int = 2
     quiet: bool = False
@@ -113,6 +112,6 @@ class Point:
         """What the decoder reconstructs for tensor `name` (float32)."""
         if name in self.dependent:
             row_length, transposed = self.dependent[name]
-            return dependent.reconstruct(np.asarray(self.symbols[name]).reshape(shape), np.float32(self.steps[name]),
-                                         row_length, transposed)
+            return dependent.reconstruct(  # the decoder's (nnlc.decoder.dependent)
+                np.asarray(self.symbols[name]).reshape(shape), np.float32(self.steps[name]), row_length, transposed)
         return quantization.dequantize(np.asarray(self.symbols[name]).reshape(shape), self.step_array(name, shape))

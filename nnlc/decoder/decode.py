@@ -144,19 +144,30 @@ def decode_tensor(unit: TensorUnit, want_symbols: bool = False,
         if info is None or symbols.size and (symbols.min() < info.min or symbols.max() > info.max):
             raise BitstreamError(f"tensor {unit.name!r}: integer values outside {unit.dtype}")
         return symbols.astype(unit.dtype), symbols, None
-    step = np.float32(fields["step"])
-    if not np.isfinite(step) or step <= 0:
-        raise BitstreamError(f"tensor {unit.name!r}: invalid step {step}")
+    step = _checked_step(unit, fields["step"])
     symbols = None
     with np.errstate(over="raise", invalid="raise"):  # finite q * step overflowing float32: malformed
         if want_symbols:
             symbols = decode_symbols(fields["symbols"], unit.size).reshape(unit.shape)
-            if symbols.size and np.max(np.abs(symbols)) > MAX_QUANTIZED_MAGNITUDE:
-                raise BitstreamError(f"tensor {unit.name!r}: quantized value beyond 2**23")
+            _check_quantized(unit, symbols)
             values = dequantize(symbols, step)
         else:
             values = decode_dequantized(fields["symbols"], unit.size, step, MAX_QUANTIZED_MAGNITUDE).reshape(unit.shape)
     return _to_dtype(values, unit), symbols, float(step)
+
+
+def _checked_step(unit: TensorUnit, value: float) -> np.float32:
+    """A tensor's float32 step, refused unless finite and positive."""
+    step = np.float32(value)
+    if not np.isfinite(step) or step <= 0:
+        raise BitstreamError(f"tensor {unit.name!r}: invalid step {step}")
+    return step
+
+
+def _check_quantized(unit: TensorUnit, integers: np.ndarray) -> None:
+    """Quantized integers beyond 2**23 (float32(q) would not be exact) make the tensor malformed."""
+    if integers.size and np.max(np.abs(integers)) > MAX_QUANTIZED_MAGNITUDE:
+        raise BitstreamError(f"tensor {unit.name!r}: quantized value beyond 2**23")
 
 
 def _to_dtype(values: np.ndarray, unit: TensorUnit) -> np.ndarray:
@@ -215,17 +226,14 @@ def _decode_generated(unit: TensorUnit) -> np.ndarray:
 def _decode_dependent(unit: TensorUnit) -> tuple[np.ndarray, np.ndarray, float]:
     """Mode 6: integers, then the state machine along each row (`nnlc.decoder.dependent`)."""
     fields = read_exact("tensor_dependent", unit.body)
-    step = np.float32(fields["step"])
-    if not np.isfinite(step) or step <= 0:
-        raise BitstreamError(f"tensor {unit.name!r}: invalid step {step}")
+    step = _checked_step(unit, fields["step"])
     transposed, row_length = fields["transposed"], fields["row_length"]
     if transposed not in (0, 1) or (transposed and len(unit.shape) != 2):
         raise BitstreamError(f"tensor {unit.name!r}: transposed={transposed} for shape {unit.shape}")
     if row_length < 1 or unit.size % row_length or (transposed and row_length != unit.shape[0]):
         raise BitstreamError(f"tensor {unit.name!r}: row length {row_length} does not fit shape {unit.shape}")
     symbols = decode_symbols(fields["symbols"], unit.size).reshape(unit.shape)
-    if symbols.size and np.max(np.abs(symbols)) > MAX_QUANTIZED_MAGNITUDE:
-        raise BitstreamError(f"tensor {unit.name!r}: quantized value beyond 2**23")
+    _check_quantized(unit, symbols)
     with np.errstate(over="raise", invalid="raise"):  # finite level * step overflowing float32: malformed
         values = dependent.reconstruct(symbols, step, row_length, bool(transposed))
     return _to_dtype(values, unit), symbols, float(step)
@@ -259,8 +267,7 @@ def _decode_grouped(unit: TensorUnit) -> tuple[np.ndarray, np.ndarray, np.ndarra
         for group, (step, coded) in enumerate(zip(steps, fields["groups"], strict=True)):
             members = np.flatnonzero(row_groups == group)
             integers = decode_symbols(coded, members.size * row_size)
-            if integers.size and np.max(np.abs(integers)) > MAX_QUANTIZED_MAGNITUDE:
-                raise BitstreamError(f"tensor {unit.name!r}: quantized value beyond 2**23")
+            _check_quantized(unit, integers)
             symbols[members] = integers.reshape(members.size, row_size)
             values[members] = dequantize(integers, step).reshape(members.size, row_size)
     return _to_dtype(values.reshape(unit.shape), unit), symbols.reshape(unit.shape), steps[row_groups]
